@@ -1,0 +1,1 @@
+"""The codec engine: models, latent coding, bitstream, entropy stage and the public API."""

@@ -1,0 +1,99 @@
+"""Module-level convenience API over cached :class:`Codec` instances (one per model)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from latentcodec.engine import bitstream
+from latentcodec.engine.codec import Codec, Progress
+from latentcodec.engine.errors import LatentCodecError
+from latentcodec.engine.images import ImageInput
+from latentcodec.engine.models import DEFAULT_MODEL, get_spec
+from latentcodec.engine.results import Result
+from PIL import Image
+
+_codecs: dict[str, Codec] = {}
+_lock = threading.Lock()
+
+
+def codec_for(model: str = DEFAULT_MODEL) -> Codec:
+    """The shared default :class:`Codec` of ``model``."""
+    with _lock:
+        if model not in _codecs:
+            _codecs[model] = Codec(model)
+        return _codecs[model]
+
+
+def encode(image: ImageInput, *, model: str = DEFAULT_MODEL, **options) -> bytes:
+    """Encode an image to latentcodec bytes. Options: see :class:`latentcodec.EncodeOptions`."""
+    return codec_for(model).encode(image, **options)
+
+
+def encode_batch(images: Sequence[ImageInput], *, model: str = DEFAULT_MODEL, **options) -> list[Result[bytes]]:
+    """Encode many images; one :class:`Result` per image."""
+    return codec_for(model).encode_batch(images, **options)
+
+
+def decode(data: bytes) -> Image.Image:
+    """Decode latentcodec bytes with the model that made them."""
+    return decode_batch([data])[0].unwrap()
+
+
+def decode_batch(streams: Sequence[bytes], *, progress: Progress | None = None) -> list[Result[Image.Image]]:
+    """Decode many streams (of any models); one :class:`Result` per stream."""
+    results: list[Result[Image.Image] | None] = [None] * len(streams)
+    by_model: dict[str, list[int]] = {}
+    for index, data in enumerate(streams):
+        try:
+            model_id = bitstream.unpack(data).header.model_id
+            get_spec(model_id)
+            by_model.setdefault(model_id, []).append(index)
+        except LatentCodecError as exc:
+            results[index] = Result(error=exc)
+            if progress:
+                progress(1)
+    for model_id, members in by_model.items():
+        decoded = codec_for(model_id).decode_batch([streams[i] for i in members], progress=progress)
+        for index, result in zip(members, decoded):
+            results[index] = result
+    return results  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What a stream's header says, without decoding it."""
+
+    version: int
+    model: str
+    fingerprint: str
+    mode: str
+    width: int
+    height: int
+    coded_width: int
+    coded_height: int
+    color: str
+    alpha: bool
+    denoise: bool
+    params_bytes: int
+    latent_bytes: int
+    alpha_bytes: int
+    total_bytes: int
+    bpp: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def info(data: bytes) -> StreamInfo:
+    """Parse and validate a stream's container and describe it."""
+    stream = bitstream.unpack(data)
+    h = stream.header
+    return StreamInfo(
+        version=h.version, model=h.model_id, fingerprint=h.fingerprint.hex(), mode=h.mode.label,
+        width=h.width, height=h.height, coded_width=h.coded_width, coded_height=h.coded_height,
+        color=h.kind.pil_mode, alpha=h.has_alpha, denoise=h.denoise,
+        params_bytes=len(stream.params), latent_bytes=len(stream.latents), alpha_bytes=len(stream.alpha),
+        total_bytes=len(data), bpp=8 * len(data) / (h.width * h.height),
+    )

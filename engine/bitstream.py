@@ -1,0 +1,171 @@
+"""The latentcodec container (``.lcz``), version 1. All integers little-endian.
+
+======  =========================================================================
+bytes   field
+======  =========================================================================
+4       magic ``\\x89LCZ``
+1       version (1)
+1       flags: bit 0 alpha plane present, bit 1 denoiser expected; others zero
+1       colour kind of the decoded image (0 L, 1 LA, 2 RGB, 3 RGBA)
+1       coding mode (0 scalar8, 1 uniform, 2 palette)
+4+4     width, height of the decoded image
+4+4     coded width, height: the image size the encoder saw (before padding)
+1+n     model id (ASCII, n <= 64)
+8       model fingerprint (hash of the weights)
+4+n     mode parameters
+4+n     latent symbols: one zstd frame of channel-major planes
+4+n     alpha plane: one zstd frame of ``height x width`` bytes (empty when absent)
+4       CRC-32 of every byte before it
+======  =========================================================================
+
+The latent grid is ``ceil(coded / downsample)`` of the model; the decoder crops the decoded image to the
+coded size and resizes it to the decoded size when the two differ.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from latentcodec.engine.coding import CodingMode
+from latentcodec.engine.errors import (
+    ChecksumError,
+    CorruptStreamError,
+    NotAStreamError,
+    TruncatedStreamError,
+    UnsupportedVersionError,
+)
+from latentcodec.engine.images import MAX_PIXELS, MAX_SIDE, ColorKind
+from latentcodec.engine.models.autoencoder import FINGERPRINT_BYTES
+
+MAGIC = b"\x89LCZ"
+VERSION = 1
+FLAG_ALPHA = 1
+FLAG_DENOISE = 2
+_KNOWN_FLAGS = FLAG_ALPHA | FLAG_DENOISE
+MAX_MODEL_ID = 64
+
+_FIXED = struct.Struct("<4sBBBBIIII")
+_U8 = struct.Struct("<B")
+_U32 = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class Header:
+    """Everything in a stream but its payloads."""
+
+    kind: ColorKind
+    mode: CodingMode
+    width: int
+    height: int
+    coded_width: int
+    coded_height: int
+    model_id: str
+    fingerprint: bytes
+    flags: int = 0
+    version: int = VERSION
+
+    @property
+    def has_alpha(self) -> bool:
+        return bool(self.flags & FLAG_ALPHA)
+
+    @property
+    def denoise(self) -> bool:
+        return bool(self.flags & FLAG_DENOISE)
+
+    def latent_size(self, downsample: int) -> tuple[int, int]:
+        """(height, width) of the latent grid."""
+        return -(-self.coded_height // downsample), -(-self.coded_width // downsample)
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A parsed container: header, mode parameters and the still-compressed payloads."""
+
+    header: Header
+    params: bytes
+    latents: bytes
+    alpha: bytes = b""
+
+
+def _check_size(width: int, height: int, what: str) -> None:
+    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE and width * height <= MAX_PIXELS):
+        raise CorruptStreamError(f"{what} {width}x{height} outside the supported range")
+
+
+def pack(stream: Stream) -> bytes:
+    """Serialize a stream (checksum appended)."""
+    h = stream.header
+    model_id = h.model_id.encode("ascii")
+    if len(model_id) > MAX_MODEL_ID or len(h.fingerprint) != FINGERPRINT_BYTES:
+        raise ValueError("model id too long or fingerprint of the wrong size")
+    parts = [
+        _FIXED.pack(MAGIC, h.version, h.flags, h.kind, h.mode, h.width, h.height, h.coded_width, h.coded_height),
+        _U8.pack(len(model_id)), model_id, h.fingerprint,
+    ]
+    for section in (stream.params, stream.latents, stream.alpha):
+        parts += [_U32.pack(len(section)), section]
+    body = b"".join(parts)
+    return body + _U32.pack(zlib.crc32(body))
+
+
+class _Reader:
+    def __init__(self, data: bytes, end: int) -> None:
+        self.data, self.pos, self.end = data, 0, end
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > self.end:
+            raise TruncatedStreamError(f"stream ends inside a field at byte {self.pos}")
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def unpack(self, fmt: struct.Struct) -> tuple:
+        return fmt.unpack(self.take(fmt.size))
+
+    def section(self) -> bytes:
+        (length,) = self.unpack(_U32)
+        return self.take(length)
+
+
+def unpack(data: bytes) -> Stream:
+    """Parse and validate a stream; raises a CorruptStreamError subclass for anything malformed."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise NotAStreamError(f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+        raise NotAStreamError("not a latentcodec stream (bad magic)")
+    if len(data) < _FIXED.size + _U32.size:
+        raise TruncatedStreamError(f"stream of {len(data)} bytes is shorter than its header")
+    version = data[len(MAGIC)]
+    if version != VERSION:
+        raise UnsupportedVersionError(f"bitstream version {version} is not supported (this reads {VERSION})")
+    body, (crc,) = data[:-4], _U32.unpack(data[-4:])
+    if zlib.crc32(body) != crc:
+        raise ChecksumError("checksum mismatch: the stream is corrupt or truncated")
+    reader = _Reader(body, len(body))
+    _, version, flags, kind, mode, width, height, coded_w, coded_h = reader.unpack(_FIXED)
+    if flags & ~_KNOWN_FLAGS:
+        raise CorruptStreamError(f"unknown flags {flags:#x}")
+    try:
+        kind, mode = ColorKind(kind), CodingMode(mode)
+    except ValueError as exc:
+        raise CorruptStreamError(str(exc)) from None
+    _check_size(width, height, "image size")
+    _check_size(coded_w, coded_h, "coded size")
+    (id_length,) = reader.unpack(_U8)
+    if id_length > MAX_MODEL_ID:
+        raise CorruptStreamError("model id too long")
+    try:
+        model_id = reader.take(id_length).decode("ascii")
+    except UnicodeDecodeError:
+        raise CorruptStreamError("model id is not ASCII") from None
+    fingerprint = reader.take(FINGERPRINT_BYTES)
+    params, latents, alpha = reader.section(), reader.section(), reader.section()
+    if reader.pos != len(body):
+        raise CorruptStreamError(f"{len(body) - reader.pos} unexpected bytes after the last section")
+    if bool(flags & FLAG_ALPHA) != bool(alpha) or bool(flags & FLAG_ALPHA) != kind.has_alpha:
+        raise CorruptStreamError("alpha flag, colour kind and alpha section disagree")
+    header = Header(kind, mode, width, height, coded_w, coded_h, model_id, fingerprint, flags, version)
+    return Stream(header, params, latents, alpha)

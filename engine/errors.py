@@ -1,0 +1,56 @@
+"""Exception types raised by the codec. Every failure the library detects is a LatentCodecError."""
+
+
+class LatentCodecError(Exception):
+    """Base class of every error the codec raises on purpose."""
+
+
+class InvalidImageError(LatentCodecError, ValueError):
+    """The input is not an image the codec can encode (wrong type, shape, size or data)."""
+
+
+class CorruptStreamError(LatentCodecError, ValueError):
+    """The bytes are not a valid latentcodec stream."""
+
+
+class NotAStreamError(CorruptStreamError):
+    """The bytes do not start with the latentcodec magic."""
+
+
+class TruncatedStreamError(CorruptStreamError):
+    """The stream ends before its declared content."""
+
+
+class ChecksumError(CorruptStreamError):
+    """The stream's checksum does not match its content."""
+
+
+class UnsupportedVersionError(CorruptStreamError):
+    """The stream was written by a newer, unknown bitstream version."""
+
+
+class ModelError(LatentCodecError):
+    """A model cannot be found, loaded or used."""
+
+
+class UnknownModelError(ModelError, KeyError):
+    """No model of that id is registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class WeightsNotFoundError(ModelError, FileNotFoundError):
+    """A model's weights are not on disk."""
+
+
+class WeightsMismatchError(ModelError):
+    """A weights file does not have the expected sha256."""
+
+
+class ModelMismatchError(ModelError):
+    """A stream was made by a different model (or different weights) than the one decoding it."""
+
+
+class EngineError(LatentCodecError, RuntimeError):
+    """A model pass or kernel failed for an item (for example out of memory)."""

@@ -1,0 +1,69 @@
+"""Loaders that build a LatentAutoencoder for each registered model family."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from latentcodec.engine.errors import ModelError
+from latentcodec.engine.models import weights as weights_lib
+from latentcodec.engine.models.autoencoder import LatentAutoencoder, ModelSpec, state_fingerprint
+from latentcodec.engine.models.tiny_autoencoder import tiny_decoder, tiny_encoder
+from torch import nn
+
+
+def load_tiny(spec: ModelSpec, files: dict[str, weights_lib.WeightsFile], midblock: bool) -> LatentAutoencoder:
+    """A TAESD-family model from its ``encoder``/``decoder`` state-dict files."""
+    states = {
+        part: torch.load(weights_lib.resolve(files[part]), map_location="cpu", weights_only=True)
+        for part in ("encoder", "decoder")
+    }
+    encoder = tiny_encoder(spec.latent_channels, midblock)
+    decoder = tiny_decoder(spec.latent_channels, midblock)
+    encoder.load_state_dict({k: v.float() for k, v in states["encoder"].items()})
+    decoder.load_state_dict({k: v.float() for k, v in states["decoder"].items()})
+    return LatentAutoencoder(spec, encoder, decoder, state_fingerprint(states["encoder"], states["decoder"]))
+
+
+class _KLEncoder(nn.Module):
+    def __init__(self, vae: nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(images).latent_dist.mode()
+
+
+class _TinyEncoder(_KLEncoder):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(images).latents
+
+
+class _Decoder(_KLEncoder):
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents).sample
+
+
+def load_diffusers(spec: ModelSpec, source: str | Path, kind: str, subfolder: str | None = None) -> LatentAutoencoder:
+    """A diffusers ``AutoencoderKL`` (``kind="kl"``) or ``AutoencoderTiny`` (``kind="tiny"``).
+
+    ``source`` is a hub id or a local folder, passed to ``from_pretrained`` as a user with the weights would.
+    """
+    from diffusers import AutoencoderKL, AutoencoderTiny
+
+    cls = AutoencoderKL if kind == "kl" else AutoencoderTiny
+    try:
+        vae = cls.from_pretrained(str(source), subfolder=subfolder)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load {spec.model_id!r} from {source!s}: {exc}") from exc
+    config = vae.config
+    spec = dataclasses.replace(
+        spec,
+        latent_channels=int(config.latent_channels),
+        scaling_factor=float(config.scaling_factor or 1.0),
+        shift_factor=float(getattr(config, "shift_factor", None) or 0.0),
+        downsample=2 ** (len(config.block_out_channels if kind == "kl" else config.encoder_block_out_channels) - 1),
+    )
+    encoder = (_KLEncoder if kind == "kl" else _TinyEncoder)(vae)
+    return LatentAutoencoder(spec, encoder, _Decoder(vae), state_fingerprint(vae.state_dict()))

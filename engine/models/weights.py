@@ -1,0 +1,70 @@
+"""Finding, verifying and (optionally) downloading weight files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from latentcodec.engine.errors import WeightsMismatchError, WeightsNotFoundError
+
+WEIGHTS_ENV = "LATENTCODEC_WEIGHTS"
+CACHE_ENV = "LATENTCODEC_CACHE"
+DOWNLOAD_ENV = "LATENTCODEC_DOWNLOAD"
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """One weights file of a model: where it lives upstream and what it must hash to."""
+
+    model_id: str
+    filename: str
+    sha256: str
+    url: str
+
+
+def cache_dir() -> Path:
+    """Where downloaded weights are kept (``$LATENTCODEC_CACHE`` or ``~/.cache/latentcodec``)."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "latentcodec")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _candidates(weights: WeightsFile) -> list[Path]:
+    roots = [Path(os.environ[WEIGHTS_ENV])] if os.environ.get(WEIGHTS_ENV) else []
+    roots.append(cache_dir())
+    return [root / weights.model_id / weights.filename for root in roots]
+
+
+def _download(weights: WeightsFile) -> Path:
+    import torch.hub
+
+    target = cache_dir() / weights.model_id / weights.filename
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.hub.download_url_to_file(weights.url, str(target), hash_prefix=weights.sha256, progress=True)
+    return target
+
+
+def resolve(weights: WeightsFile) -> Path:
+    """Path of a verified local copy of ``weights``; downloads only when ``LATENTCODEC_DOWNLOAD=1``."""
+    path = next((p for p in _candidates(weights) if p.is_file()), None)
+    if path is None:
+        if os.environ.get(DOWNLOAD_ENV) != "1":
+            searched = ", ".join(str(p) for p in _candidates(weights))
+            raise WeightsNotFoundError(
+                f"weights for model {weights.model_id!r} not found (looked in {searched}); set {WEIGHTS_ENV} "
+                f"to a folder holding {weights.model_id}/{weights.filename}, or set {DOWNLOAD_ENV}=1 to fetch "
+                f"{weights.url}"
+            )
+        path = _download(weights)
+    actual = file_sha256(path)
+    if actual != weights.sha256:
+        raise WeightsMismatchError(f"{path} has sha256 {actual}, expected {weights.sha256}")
+    return path

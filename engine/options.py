@@ -1,0 +1,70 @@
+"""Encoder options: the coding mode and its quality knobs, validated once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from latentcodec.engine.coding import (
+    Coder,
+    CodingMode,
+    PaletteCoder,
+    Scalar8Coder,
+    UniformCoder,
+    palette_size_for_quality,
+    uniform_step_for_quality,
+)
+from latentcodec.engine.entropy import DEFAULT_LEVEL
+
+DEFAULT_MODE = CodingMode.UNIFORM
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How to encode.
+
+    ``quality`` (0..100) sets the mode's knob unless it is given directly: the uniform ``step`` (latent
+    units, larger is coarser) or the ``palette_size``. ``scalar8`` has no knob. ``scale`` (0, 1] encodes a
+    downscaled image and restores the size on decode. ``alpha`` is ``"keep"`` (stored losslessly) or
+    ``"drop"``. ``level`` is the zstd level.
+    """
+
+    mode: CodingMode = DEFAULT_MODE
+    quality: float | None = None
+    step: float | None = None
+    palette_size: int | None = None
+    dither: bool = True
+    scale: float = 1.0
+    alpha: str = "keep"
+    level: int = DEFAULT_LEVEL
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", CodingMode.parse(self.mode))
+        if self.quality is not None and not 0 <= self.quality <= 100:
+            raise ValueError(f"quality must be in [0, 100], got {self.quality}")
+        if not 0 < self.scale <= 1:
+            raise ValueError(f"scale must be in (0, 1], got {self.scale}")
+        if self.alpha not in ("keep", "drop"):
+            raise ValueError(f"alpha must be 'keep' or 'drop', got {self.alpha!r}")
+        if not 1 <= self.level <= 22:
+            raise ValueError(f"zstd level must be in [1, 22], got {self.level}")
+        self.coder()  # validates step / palette size
+
+    @property
+    def step_value(self) -> float:
+        if self.step is not None:
+            return self.step
+        return uniform_step_for_quality(50 if self.quality is None else self.quality)
+
+    @property
+    def palette_size_value(self) -> int:
+        if self.palette_size is not None:
+            return self.palette_size
+        return 256 if self.quality is None else palette_size_for_quality(self.quality)
+
+    def coder(self, backend: str | None = None, device: torch.device | str = "cpu") -> Coder:
+        if self.mode is CodingMode.SCALAR8:
+            return Scalar8Coder(backend, device)
+        if self.mode is CodingMode.UNIFORM:
+            return UniformCoder(self.step_value, backend, device)
+        return PaletteCoder(self.palette_size_value, self.dither, backend, device)
