@@ -57,3 +57,7 @@ __all__ = [
     "encode_batch",
     "info",
 ]
+
+from latentcodec.bindings import pillow_plugin as _pillow_plugin
+
+_pillow_plugin.register()

@@ -6,13 +6,16 @@ import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from PIL import Image
+
 from latentcodec.engine import bitstream
 from latentcodec.engine.codec import Codec, Progress
 from latentcodec.engine.errors import LatentCodecError
 from latentcodec.engine.images import ImageInput
 from latentcodec.engine.models import DEFAULT_MODEL, get_spec
+
+__all__ = ["DEFAULT_MODEL", "StreamInfo", "codec_for", "decode", "decode_batch", "encode", "encode_batch", "info"]
 from latentcodec.engine.results import Result
-from PIL import Image
 
 _codecs: dict[str, Codec] = {}
 _lock = threading.Lock()
@@ -56,7 +59,7 @@ def decode_batch(streams: Sequence[bytes], *, progress: Progress | None = None) 
                 progress(1)
     for model_id, members in by_model.items():
         decoded = codec_for(model_id).decode_batch([streams[i] for i in members], progress=progress)
-        for index, result in zip(members, decoded):
+        for index, result in zip(members, decoded, strict=True):
             results[index] = result
     return results  # type: ignore[return-value]
 
@@ -91,9 +94,20 @@ def info(data: bytes) -> StreamInfo:
     stream = bitstream.unpack(data)
     h = stream.header
     return StreamInfo(
-        version=h.version, model=h.model_id, fingerprint=h.fingerprint.hex(), mode=h.mode.label,
-        width=h.width, height=h.height, coded_width=h.coded_width, coded_height=h.coded_height,
-        color=h.kind.pil_mode, alpha=h.has_alpha, denoise=h.denoise,
-        params_bytes=len(stream.params), latent_bytes=len(stream.latents), alpha_bytes=len(stream.alpha),
-        total_bytes=len(data), bpp=8 * len(data) / (h.width * h.height),
+        version=h.version,
+        model=h.model_id,
+        fingerprint=h.fingerprint.hex(),
+        mode=h.mode.label,
+        width=h.width,
+        height=h.height,
+        coded_width=h.coded_width,
+        coded_height=h.coded_height,
+        color=h.kind.pil_mode,
+        alpha=h.has_alpha,
+        denoise=h.denoise,
+        params_bytes=len(stream.params),
+        latent_bytes=len(stream.latents),
+        alpha_bytes=len(stream.alpha),
+        total_bytes=len(data),
+        bpp=8 * len(data) / (h.width * h.height),
     )

@@ -102,7 +102,9 @@ def pack(stream: Stream) -> bytes:
         raise ValueError("model id too long or fingerprint of the wrong size")
     parts = [
         _FIXED.pack(MAGIC, h.version, h.flags, h.kind, h.mode, h.width, h.height, h.coded_width, h.coded_height),
-        _U8.pack(len(model_id)), model_id, h.fingerprint,
+        _U8.pack(len(model_id)),
+        model_id,
+        h.fingerprint,
     ]
     for section in (stream.params, stream.latents, stream.alpha):
         parts += [_U32.pack(len(section)), section]

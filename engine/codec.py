@@ -9,6 +9,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+
 from latentcodec.engine import bitstream, entropy
 from latentcodec.engine.batching import batches_by_key
 from latentcodec.engine.bitstream import FLAG_ALPHA, Header, Stream
@@ -31,7 +33,6 @@ from latentcodec.engine.images import (
 from latentcodec.engine.models import DEFAULT_MODEL, LatentAutoencoder, get_spec, load_model
 from latentcodec.engine.options import EncodeOptions
 from latentcodec.engine.results import Result
-from PIL import Image
 
 T = TypeVar("T")
 Progress = Callable[[int], None]
@@ -156,14 +157,13 @@ class Codec:
         self, jobs: dict[int, _EncodeJob], opts: EncodeOptions, results: list, progress: Progress | None
     ) -> None:
         coder = opts.coder(self.backend, self.device)
-        order = list(jobs)
 
         def run(members: list[int]) -> list[Result[bytes]]:
             batch = torch.stack([jobs[i].rgb for i in members])
             coded = coder.encode(self.encode_latents(batch))
-            return [Result(self._pack(jobs[i], c, opts)) for i, c in zip(members, coded)]
+            return [Result(self._pack(jobs[i], c, opts)) for i, c in zip(members, coded, strict=True)]
 
-        for batch in batches_by_key(order, lambda i: tuple(jobs[i].rgb.shape), self.batch_size):
+        for batch in batches_by_key(jobs, lambda i: tuple(jobs[i].rgb.shape), self.batch_size):
             self._run_isolated(batch, run, results)
             if progress:
                 progress(len(batch))
@@ -177,9 +177,14 @@ class Codec:
     def _pack(self, job: _EncodeJob, coded: CodedLatents, opts: EncodeOptions) -> bytes:
         model = self.model
         header = Header(
-            kind=job.kind, mode=opts.mode, width=job.width, height=job.height,
-            coded_width=job.rgb.shape[2], coded_height=job.rgb.shape[1],
-            model_id=model.spec.model_id, fingerprint=model.fingerprint,
+            kind=job.kind,
+            mode=opts.mode,
+            width=job.width,
+            height=job.height,
+            coded_width=job.rgb.shape[2],
+            coded_height=job.rgb.shape[1],
+            model_id=model.spec.model_id,
+            fingerprint=model.fingerprint,
             flags=FLAG_ALPHA if job.alpha is not None else 0,
         )
         alpha = entropy.compress(job.alpha.tobytes(), opts.level) if job.alpha is not None else b""
@@ -222,13 +227,13 @@ class Codec:
             coder = decoder_for(header.mode, self.backend, self.device)
             latents = coder.decode([jobs[i].params for i in members], [jobs[i].planes for i in members], shape)
             images = self.decode_latents(latents)
-            return [Result(self._finish(jobs[i], image)) for i, image in zip(members, images)]
+            return [Result(self._finish(jobs[i], image)) for i, image in zip(members, images, strict=True)]
 
         def key(i: int) -> tuple:
             h = jobs[i].header
             return h.mode, h.latent_size(self.spec.downsample)
 
-        for batch in batches_by_key(list(jobs), key, self.batch_size):
+        for batch in batches_by_key(jobs, key, self.batch_size):
             self._run_isolated(batch, run, results)
             if progress:
                 progress(len(batch))
@@ -276,9 +281,7 @@ class Codec:
     # ----------------------------------------------------------------------------------------- batching
 
     @staticmethod
-    def _run_isolated(
-        members: list[int], run: Callable[[list[int]], list[Result[T]]], results: list
-    ) -> None:
+    def _run_isolated(members: list[int], run: Callable[[list[int]], list[Result[T]]], results: list) -> None:
         """Run a batch; if it fails, run its items one by one so only the failing item reports an error."""
         try:
             outputs = run(members)
@@ -290,5 +293,5 @@ class Codec:
             error = exc if isinstance(exc, LatentCodecError) else EngineError(f"{type(exc).__name__}: {exc}")
             results[members[0]] = Result(error=error)
             return
-        for member, output in zip(members, outputs):
+        for member, output in zip(members, outputs, strict=True):
             results[member] = output

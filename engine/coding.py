@@ -9,10 +9,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Union
 
 import numpy as np
 import torch
+
 from latentcodec import kernels
 from latentcodec.engine.errors import CorruptStreamError
 from latentcodec.engine.palette import dither_indices, fit_palette, nearest_indices
@@ -166,7 +166,7 @@ class UniformCoder:
 
     def decode(self, params: list[bytes], planes: list[bytes], shape: tuple[int, int, int]) -> torch.Tensor:
         out = []
-        for p, data in zip(params, planes):
+        for p, data in zip(params, planes, strict=True):
             step, width = self._parse(p)
             q = _symbols(data, np.int8 if width == 1 else np.int16, shape)[None].to(self.device)
             zeros = torch.zeros((1, shape[0]), device=self.device)
@@ -180,7 +180,7 @@ MAX_PALETTE = 4096
 
 def palette_size_for_quality(quality: float) -> int:
     """Quality 0..100 -> palette size: 0 -> 2 entries, 100 -> 256 (geometric)."""
-    return int(round(2 ** (1 + 7 * quality / 100)))
+    return round(2 ** (1 + 7 * quality / 100))
 
 
 class PaletteCoder:
@@ -196,7 +196,7 @@ class PaletteCoder:
         self.size, self.dither, self.backend, self.device = size, dither, backend, torch.device(device)
 
     def encode(self, latents: torch.Tensor) -> list[CodedLatents]:
-        b, c = latents.shape[:2]
+        b, _c = latents.shape[:2]
         fitted = [fit_palette(latents[i].flatten(1).T, self.size, seed=i) for i in range(b)]
         k = fitted[0].shape[0]
         raw = torch.stack(fitted)  # [B, K, C]
@@ -233,7 +233,7 @@ class PaletteCoder:
     def decode(self, params: list[bytes], planes: list[bytes], shape: tuple[int, int, int]) -> torch.Tensor:
         c, h, w = shape
         out = []
-        for p, data in zip(params, planes):
+        for p, data in zip(params, planes, strict=True):
             k, lo, hi = self._parse(p, c)
             symbols = _symbols(data[: c * k], np.uint8, (c, k))[None, :, :, None].to(self.device)
             lo, hi = lo.to(self.device), hi.to(self.device)
@@ -245,7 +245,7 @@ class PaletteCoder:
         return torch.cat(out)
 
 
-Coder = Union[Scalar8Coder, UniformCoder, PaletteCoder]
+Coder = Scalar8Coder | UniformCoder | PaletteCoder
 
 
 def decoder_for(mode: CodingMode, backend: str | None = None, device: torch.device | str = "cpu") -> Coder:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zstandard
+
 from latentcodec.engine.errors import CorruptStreamError
 
 DEFAULT_LEVEL = 19

@@ -6,18 +6,18 @@ import io
 import os
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from latentcodec.engine.errors import InvalidImageError
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from latentcodec.engine.errors import InvalidImageError
 
 MAX_SIDE = 16384
 MAX_PIXELS = 4096 * 4096
 
-ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
 
 
 class ColorKind(IntEnum):
@@ -81,20 +81,16 @@ def _from_array(array: np.ndarray) -> Image.Image:
         array = np.round(np.clip(array, 0.0, 1.0) * 255).astype(np.uint8)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
-    modes = {2: "L", 3: {2: "LA", 3: "RGB", 4: "RGBA"}}
-    mode = modes.get(array.ndim)
-    if isinstance(mode, dict):
-        mode = mode.get(array.shape[2])
-    if mode is None:
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (2, 3, 4))):
         raise InvalidImageError(f"arrays must be HxW, HxWx1, HxWx2, HxWx3 or HxWx4, not {array.shape}")
-    return Image.fromarray(np.ascontiguousarray(array), mode)
+    return Image.fromarray(np.ascontiguousarray(array))  # L, LA, RGB or RGBA by shape
 
 
 def _high_depth_to_l(image: Image.Image) -> Image.Image:
     array = np.asarray(image, dtype=np.float64)
     if image.mode != "F" and array.max(initial=0) > 255:
         array = array / 257.0
-    return Image.fromarray(np.clip(np.round(array), 0, 255).astype(np.uint8), "L")
+    return Image.fromarray(np.clip(np.round(array), 0, 255).astype(np.uint8))
 
 
 def _normalise(image: Image.Image, keep_alpha: bool) -> tuple[Image.Image, ColorKind]:
@@ -107,8 +103,10 @@ def _normalise(image: Image.Image, keep_alpha: bool) -> tuple[Image.Image, Color
     grey = mode in ("1", "L", "LA", "La")
     has_alpha = mode in ("LA", "La", "PA", "RGBA", "RGBa") or "A" in mode
     kind = {
-        (True, True): ColorKind.LA, (True, False): ColorKind.L,
-        (False, True): ColorKind.RGBA, (False, False): ColorKind.RGB,
+        (True, True): ColorKind.LA,
+        (True, False): ColorKind.L,
+        (False, True): ColorKind.RGBA,
+        (False, False): ColorKind.RGB,
     }[(grey, has_alpha and keep_alpha)]
     return image.convert("RGBA" if has_alpha else "RGB"), kind
 
@@ -127,7 +125,7 @@ def prepare(source: ImageInput, keep_alpha: bool = True) -> PreparedImage:
     except (OSError, ValueError) as exc:
         raise InvalidImageError(f"cannot convert image of mode {image.mode}: {exc}") from exc
     alpha = np.ascontiguousarray(array[:, :, 3]) if kind.has_alpha else None
-    rgb = torch.from_numpy(np.ascontiguousarray(array[:, :, :3].transpose(2, 0, 1))).float().div_(255)
+    rgb = torch.from_numpy(array[:, :, :3].transpose(2, 0, 1).copy()).float().div_(255)
     return PreparedImage(rgb, alpha, kind)
 
 
@@ -148,9 +146,9 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 def finish(rgb: torch.Tensor, kind: ColorKind, alpha: np.ndarray | None) -> Image.Image:
     """A Pillow image of ``kind`` from decoded RGB ``[3, H, W]`` in [0, 1] and the stored alpha."""
     array = to_uint8(rgb).permute(1, 2, 0).cpu().numpy()
-    image = Image.fromarray(np.ascontiguousarray(array), "RGB")
+    image = Image.fromarray(np.ascontiguousarray(array))
     if kind in (ColorKind.L, ColorKind.LA):
         image = image.convert("L")
     if alpha is not None:
-        image.putalpha(Image.fromarray(alpha, "L"))
+        image.putalpha(Image.fromarray(alpha))
     return image

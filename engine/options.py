@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
 from latentcodec.engine.coding import (
+    MAX_PALETTE,
+    MAX_STEP,
+    MIN_STEP,
     Coder,
     CodingMode,
     PaletteCoder,
@@ -48,7 +52,10 @@ class EncodeOptions:
             raise ValueError(f"alpha must be 'keep' or 'drop', got {self.alpha!r}")
         if not 1 <= self.level <= 22:
             raise ValueError(f"zstd level must be in [1, 22], got {self.level}")
-        self.coder()  # validates step / palette size
+        if self.step is not None and not MIN_STEP <= self.step <= MAX_STEP:
+            raise ValueError(f"step must be in [{MIN_STEP}, {MAX_STEP}], got {self.step}")
+        if self.palette_size is not None and not 2 <= self.palette_size <= MAX_PALETTE:
+            raise ValueError(f"palette size must be in [2, {MAX_PALETTE}], got {self.palette_size}")
 
     @property
     def step_value(self) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from latentcodec import kernels
 
 
@@ -53,7 +54,7 @@ def dither_indices(latents: torch.Tensor, palettes: torch.Tensor, backend: str |
     earlier wavefronts, so this equals raster-order diffusion while running ``W + 2H`` vectorised steps.
     """
     b, c, h, w = latents.shape
-    work = latents.permute(0, 2, 3, 1).float().contiguous()  # [B, H, W, C], accumulates diffused error
+    work = latents.permute(0, 2, 3, 1).to(torch.float32, copy=True).contiguous()  # [B, H, W, C] + diffused error
     indices = torch.empty((b, h, w), dtype=torch.int32, device=latents.device)
     batch = torch.arange(b, device=latents.device)[:, None]
     for t in range(w + 2 * (h - 1)):

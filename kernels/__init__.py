@@ -11,6 +11,7 @@ import os
 from types import ModuleType
 
 import torch
+
 from latentcodec.kernels import reference
 
 __all__ = [

@@ -94,7 +94,14 @@ def affine_quantize(
     hw = x.shape[2] * x.shape[3]
     grid = (triton.cdiv(n, BLOCK),)
     _affine_quantize_kernel[grid](
-        x, offset.float().contiguous(), inv_scale.float().contiguous(), out, n, hw, float(qmin), float(qmax),
+        x,
+        offset.float().contiguous(),
+        inv_scale.float().contiguous(),
+        out,
+        n,
+        hw,
+        float(qmin),
+        float(qmax),
         BLOCK=BLOCK,
     )
     return out
@@ -108,9 +115,7 @@ def affine_dequantize(
     n = q.numel()
     hw = q.shape[2] * q.shape[3]
     grid = (triton.cdiv(n, BLOCK),)
-    _affine_dequantize_kernel[grid](
-        q, offset.float().contiguous(), scale.float().contiguous(), out, n, hw, BLOCK=BLOCK
-    )
+    _affine_dequantize_kernel[grid](q, offset.float().contiguous(), scale.float().contiguous(), out, n, hw, BLOCK=BLOCK)
     return out
 
 
@@ -126,9 +131,7 @@ def palette_nearest(x: torch.Tensor, palette: torch.Tensor, out: torch.Tensor | 
     return out
 
 
-def palette_lookup(
-    indices: torch.Tensor, palette: torch.Tensor, out: torch.Tensor | None = None
-) -> torch.Tensor:
+def palette_lookup(indices: torch.Tensor, palette: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     indices = indices.contiguous()
     palette = palette.float().contiguous()
     b, h, w = indices.shape

@@ -6,11 +6,12 @@ import dataclasses
 from pathlib import Path
 
 import torch
+from torch import nn
+
 from latentcodec.engine.errors import ModelError
 from latentcodec.engine.models import weights as weights_lib
 from latentcodec.engine.models.autoencoder import LatentAutoencoder, ModelSpec, state_fingerprint
 from latentcodec.engine.models.tiny_autoencoder import tiny_decoder, tiny_encoder
-from torch import nn
 
 
 def load_tiny(spec: ModelSpec, files: dict[str, weights_lib.WeightsFile], midblock: bool) -> LatentAutoencoder:

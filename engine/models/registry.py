@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
 from latentcodec.engine.errors import UnknownModelError
 from latentcodec.engine.models.autoencoder import LatentAutoencoder, ModelSpec
 from latentcodec.engine.models.loaders import load_diffusers, load_tiny
@@ -18,12 +19,16 @@ _TAESD_REPO = "https://github.com/madebyollin/taesd/raw/main"
 
 TAEF2_FILES = {
     "encoder": WeightsFile(
-        "taef2", "encoder.pth",
-        "10a4e1021e89d7551eaf161352da8dbd0b1aa83872ae28b150c1df1ce2f147b6", f"{_TAESD_REPO}/taef2_encoder.pth",
+        "taef2",
+        "encoder.pth",
+        "10a4e1021e89d7551eaf161352da8dbd0b1aa83872ae28b150c1df1ce2f147b6",
+        f"{_TAESD_REPO}/taef2_encoder.pth",
     ),
     "decoder": WeightsFile(
-        "taef2", "decoder.pth",
-        "0a44a31e1ae59eb9dbf9359d24942fd3ef5928162c1800d97a28c61d51be0ab5", f"{_TAESD_REPO}/taef2_decoder.pth",
+        "taef2",
+        "decoder.pth",
+        "0a44a31e1ae59eb9dbf9359d24942fd3ef5928162c1800d97a28c61d51be0ab5",
+        f"{_TAESD_REPO}/taef2_decoder.pth",
     ),
 }
 
@@ -106,5 +111,3 @@ def register(model_id: str, spec: ModelSpec, load: Callable[[ModelSpec, str | No
     with _lock:
         for key in [k for k in _cache if k[0] == model_id]:
             del _cache[key]
-
-

@@ -32,7 +32,10 @@ class Block(nn.Module):
         if midblock:
             wide = n_in * 4
             self.pool = nn.Sequential(
-                nn.Conv2d(n_in, wide, 1, bias=False), nn.GroupNorm(4, wide), nn.ReLU(), nn.Conv2d(wide, n_in, 1, bias=False)
+                nn.Conv2d(n_in, wide, 1, bias=False),
+                nn.GroupNorm(4, wide),
+                nn.ReLU(),
+                nn.Conv2d(wide, n_in, 1, bias=False),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -59,7 +62,12 @@ def tiny_decoder(latent_channels: int, midblock: bool) -> nn.Sequential:
         return [*(Block(64, 64, mid) for _ in range(3)), nn.Upsample(scale_factor=2), _conv(64, 64, bias=False)]
 
     return nn.Sequential(
-        Clamp(), _conv(latent_channels, 64), nn.ReLU(),
-        *stage(midblock), *stage(False), *stage(False),
-        Block(64, 64), _conv(64, 3),
+        Clamp(),
+        _conv(latent_channels, 64),
+        nn.ReLU(),
+        *stage(midblock),
+        *stage(False),
+        *stage(False),
+        Block(64, 64),
+        _conv(64, 3),
     )

@@ -1,0 +1,203 @@
+"""``latentcodec`` command line: encode, decode, info, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from latentcodec.engine.errors import LatentCodecError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UserError(Exception):
+    """A mistake on the command line: reported in one line, no traceback."""
+
+
+def _outputs(inputs: Sequence[Path], output: Path | None, suffix: str) -> list[Path]:
+    """Where each input's result goes: ``-o`` names a file for one input, else a folder."""
+    if output is not None and len(inputs) == 1 and not output.is_dir():
+        return [output]
+    folder = output
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    return [(folder or path.parent) / (path.stem + suffix) for path in inputs]
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _codec(args: argparse.Namespace):
+    from latentcodec.engine.codec import Codec
+
+    return Codec(args.model, device=args.device, batch_size=args.batch_size)
+
+
+def _progress(total: int, what: str) -> tqdm:
+    return tqdm(total=total, desc=what, unit="img", disable=None, file=sys.stderr)
+
+
+def _report(paths: Sequence[Path], results, outputs: Sequence[Path], write) -> int:
+    failures = 0
+    for path, result, out in zip(paths, results, outputs, strict=True):
+        if result.ok:
+            try:
+                write(result.value, out)
+            except (OSError, ValueError) as exc:
+                print(f"latentcodec: {path}: cannot write {out}: {exc}", file=sys.stderr)
+                failures += 1
+        else:
+            print(f"latentcodec: {path}: {result.error}", file=sys.stderr)
+            failures += 1
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from latentcodec.engine.options import EncodeOptions
+
+    options = dict(
+        mode=args.mode,
+        quality=args.quality,
+        step=args.step,
+        palette_size=args.palette_size,
+        dither=not args.no_dither,
+        scale=args.scale,
+        alpha=args.alpha,
+        level=args.level,
+    )
+    try:
+        EncodeOptions(**options)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    codec = _codec(args)
+    outputs = _outputs(args.inputs, args.output, ".lcz")
+    with _progress(len(args.inputs), "encode") as bar:
+        results = codec.encode_batch([str(p) for p in args.inputs], progress=bar.update, **options)
+    return _report(args.inputs, results, outputs, lambda data, out: out.write_bytes(data))
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from latentcodec.engine.api import decode_batch
+
+    outputs = _outputs(args.inputs, args.output, "." + args.format)
+    streams = [_read(p) for p in args.inputs]
+    with _progress(len(streams), "decode") as bar:
+        results = decode_batch(streams, progress=bar.update)
+    return _report(args.inputs, results, outputs, lambda image, out: image.save(out))
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from latentcodec.engine.api import info
+
+    status = EXIT_OK
+    for path in args.inputs:
+        try:
+            details = info(_read(path)).as_dict()
+        except LatentCodecError as exc:
+            print(f"latentcodec: {path}: {exc}", file=sys.stderr)
+            status = EXIT_FAILED
+            continue
+        if args.json:
+            print(json.dumps({"file": str(path), **details}))
+        else:
+            print(f"{path}:")
+            for key, value in details.items():
+                print(f"  {key:14} {value:.4f}" if isinstance(value, float) else f"  {key:14} {value}")
+    return status
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from latentcodec.bench import roundtrip
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise UserError(f"not a folder: {folder}")
+    paths = roundtrip.image_files(folder)[: args.limit]
+    if not paths:
+        raise UserError(f"no images in {folder}")
+    settings = {mode: {"mode": mode, "quality": args.quality} for mode in args.modes.split(",")}
+    for options in settings.values():
+        try:
+            from latentcodec.engine.options import EncodeOptions
+
+            EncodeOptions(**options)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    codec = _codec(args)
+    with _progress(len(paths) * len(settings), "round trip") as bar:
+        rows = roundtrip.run(codec, paths, settings, progress=bar.update)
+    summary = roundtrip.summarize(rows)
+    print(f"{'mode':10} {'images':>6} {'bpp':>8} {'PSNR dB':>8} {'enc s':>7} {'dec s':>7}")
+    for name, s in summary.items():
+        print(f"{name:10} {s['images']:6d} {s['bpp']:8.4f} {s['psnr']:8.2f} {s['encode_s']:7.2f} {s['decode_s']:7.2f}")
+    if args.json:
+        roundtrip.write_json(Path(args.json), rows)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="latentcodec", description="Latent-diffusion image codec.")
+    parser.add_argument("--model", default="taef2", help="autoencoder id (default taef2)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    enc = sub.add_parser("encode", help="encode images to .lcz streams")
+    enc.add_argument("inputs", nargs="+", type=Path)
+    enc.add_argument("-o", "--output", type=Path, help="output file (one input) or folder")
+    enc.add_argument("--mode", default="uniform", choices=["scalar8", "uniform", "palette"])
+    enc.add_argument("-q", "--quality", type=float, help="0..100: sets the mode's step or palette size")
+    enc.add_argument("--step", type=float, help="uniform step in latent units (overrides quality)")
+    enc.add_argument("--palette-size", type=int, help="palette entries (overrides quality)")
+    enc.add_argument("--no-dither", action="store_true", help="palette mode without error diffusion")
+    enc.add_argument("--scale", type=float, default=1.0, help="encode at this fraction of the size (0, 1]")
+    enc.add_argument("--alpha", default="keep", choices=["keep", "drop"])
+    enc.add_argument("--level", type=int, default=19, help="zstd level 1..22")
+    enc.set_defaults(run=cmd_encode)
+
+    dec = sub.add_parser("decode", help="decode .lcz streams to images")
+    dec.add_argument("inputs", nargs="+", type=Path)
+    dec.add_argument("-o", "--output", type=Path, help="output file (one input) or folder")
+    dec.add_argument("--format", default="png", help="file suffix when writing to a folder (default png)")
+    dec.set_defaults(run=cmd_decode)
+
+    inf = sub.add_parser("info", help="print stream headers")
+    inf.add_argument("inputs", nargs="+", type=Path)
+    inf.add_argument("--json", action="store_true")
+    inf.set_defaults(run=cmd_info)
+
+    ben = sub.add_parser("bench", help="round-trip a folder of images and print bpp / PSNR per mode")
+    ben.add_argument("folder")
+    ben.add_argument("--modes", default="scalar8,uniform,palette")
+    ben.add_argument("-q", "--quality", type=float)
+    ben.add_argument("--limit", type=int, help="only the first N images")
+    ben.add_argument("--json", help="write per-image results here")
+    ben.set_defaults(run=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except UserError as exc:
+        print(f"latentcodec: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except LatentCodecError as exc:
+        print(f"latentcodec: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Pillow plugin: ``Image.open("x.lcz")`` decodes and ``image.save("x.lcz", quality=50)`` encodes.
+
+Registered when :mod:`latentcodec` is imported. Save keywords are :class:`EncodeOptions` fields plus ``model``.
+"""
+
+from __future__ import annotations
+
+from typing import IO
+
+from PIL import Image, ImageFile
+
+from latentcodec.engine import api
+from latentcodec.engine.bitstream import MAGIC
+from latentcodec.engine.errors import LatentCodecError
+from latentcodec.engine.options import EncodeOptions
+
+FORMAT = "LCZ"
+EXTENSION = ".lcz"
+MIME = "image/x-latentcodec"
+_OPTION_KEYS = tuple(EncodeOptions.__dataclass_fields__)
+
+
+def _accept(prefix: bytes) -> bool:
+    return prefix[: len(MAGIC)] == MAGIC
+
+
+class LczImageFile(ImageFile.ImageFile):
+    format = FORMAT
+    format_description = "latentcodec latent-diffusion image"
+
+    def _open(self) -> None:
+        data = self.fp.read()
+        try:
+            details = api.info(data)
+        except LatentCodecError as exc:
+            raise SyntaxError(f"not a valid latentcodec stream: {exc}") from exc
+        self._stream = data
+        self._mode = details.color
+        self._size = (details.width, details.height)
+        self.info["latentcodec"] = details.as_dict()
+        self.tile = []
+
+    def load(self):
+        if getattr(self, "_stream", None) is not None:
+            try:
+                decoded = api.decode(self._stream)
+            except LatentCodecError as exc:
+                raise OSError(f"cannot decode latentcodec stream: {exc}") from exc
+            self.im = decoded.im
+            self._mode, self._size = decoded.mode, decoded.size
+            self._stream = None
+        return Image.Image.load(self)
+
+
+def _save(image: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
+    options = {key: image.encoderinfo[key] for key in _OPTION_KEYS if key in image.encoderinfo}
+    model = image.encoderinfo.get("model", api.DEFAULT_MODEL)
+    try:
+        fp.write(api.encode(image, model=model, **options))
+    except LatentCodecError as exc:
+        raise OSError(f"cannot encode as latentcodec: {exc}") from exc
+
+
+def register() -> None:
+    """Register the format with Pillow (idempotent)."""
+    Image.register_open(FORMAT, LczImageFile, _accept)
+    Image.register_save(FORMAT, _save)
+    Image.register_extension(FORMAT, EXTENSION)
+    Image.register_mime(FORMAT, MIME)

@@ -1,0 +1,129 @@
+"""Container round trips and fuzzing: corrupt input always raises the library's own exceptions."""
+
+import struct
+import zlib
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import latentcodec
+from latentcodec.engine import bitstream
+from latentcodec.engine.bitstream import Header, Stream
+from latentcodec.engine.coding import CodingMode
+from latentcodec.engine.errors import (
+    ChecksumError,
+    CorruptStreamError,
+    LatentCodecError,
+    NotAStreamError,
+    TruncatedStreamError,
+    UnsupportedVersionError,
+)
+from latentcodec.engine.images import ColorKind
+
+FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _header(**changes) -> Header:
+    fields = dict(
+        kind=ColorKind.RGB,
+        mode=CodingMode.UNIFORM,
+        width=40,
+        height=24,
+        coded_width=40,
+        coded_height=24,
+        model_id="taef2",
+        fingerprint=b"12345678",
+    )
+    return Header(**{**fields, **changes})
+
+
+def test_pack_unpack_round_trip():
+    stream = Stream(_header(kind=ColorKind.LA, flags=bitstream.FLAG_ALPHA), b"pp", b"latent", b"alpha")
+    data = bitstream.pack(stream)
+    assert data.startswith(bitstream.MAGIC)
+    assert bitstream.unpack(data) == stream
+
+
+def _reseal(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_specific_errors():
+    data = bitstream.pack(Stream(_header(), b"p", b"l"))
+    with pytest.raises(NotAStreamError):
+        bitstream.unpack(b"\x89PNG\r\n\x1a\n" + data[8:])
+    with pytest.raises(NotAStreamError):
+        bitstream.unpack("not bytes")
+    with pytest.raises(TruncatedStreamError):
+        bitstream.unpack(data[:10])
+    with pytest.raises(ChecksumError):
+        bitstream.unpack(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(UnsupportedVersionError):
+        bitstream.unpack(data[:4] + b"\x02" + data[5:])
+    with pytest.raises(CorruptStreamError, match="outside the supported range"):
+        huge = bitstream.pack(Stream(_header(width=70000, coded_width=70000), b"p", b"l"))
+        bitstream.unpack(huge)
+    with pytest.raises(CorruptStreamError, match="unexpected bytes"):
+        bitstream.unpack(_reseal(data[:-4] + b"extra"))
+
+
+@pytest.fixture(scope="module")
+def small_streams(kodak_crop):
+    crop = kodak_crop.crop((0, 0, 24, 16))
+    rgba = crop.convert("RGBA")
+    return [latentcodec.encode(crop, mode=mode) for mode in ("scalar8", "uniform", "palette")] + [
+        latentcodec.encode(rgba, mode="uniform")
+    ]
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_streams_raise_library_errors(small_streams, data):
+    """Flipped, deleted, inserted bytes and truncations: each is detected and reported as a LatentCodecError."""
+    stream = bytearray(data.draw(st.sampled_from(small_streams)))
+    kind = data.draw(st.sampled_from(["flip", "truncate", "insert", "delete", "zero-run"]))
+    pos = data.draw(st.integers(0, len(stream) - 1))
+    if kind == "flip":
+        stream[pos] ^= data.draw(st.integers(1, 255))
+    elif kind == "truncate":
+        del stream[pos:]
+    elif kind == "insert":
+        stream[pos:pos] = data.draw(st.binary(min_size=1, max_size=16))
+    elif kind == "delete":
+        del stream[pos : pos + data.draw(st.integers(1, 16))]
+    else:
+        end = min(len(stream), pos + data.draw(st.integers(1, 32)))
+        if stream[pos:end] == bytes(end - pos):
+            stream[pos] = 1
+        else:
+            stream[pos:end] = bytes(end - pos)
+    with pytest.raises(LatentCodecError):
+        latentcodec.decode(bytes(stream))
+
+
+@FUZZ
+@given(data=st.data())
+def test_resealed_mutations_never_crash(small_streams, data):
+    """Mutations with a valid checksum reach parser and decoder: they fail cleanly or decode to the declared size."""
+    original = data.draw(st.sampled_from(small_streams))
+    body = bytearray(original[:-4])
+    for _ in range(data.draw(st.integers(1, 4))):
+        body[data.draw(st.integers(0, len(body) - 1))] = data.draw(st.integers(0, 255))
+    mutated = _reseal(bytes(body))
+    try:
+        header = bitstream.unpack(mutated).header
+        image = latentcodec.decode(mutated)
+    except LatentCodecError:
+        return
+    assert image.size == (header.width, header.height)
+    assert image.mode == header.kind.pil_mode
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_raise_library_errors(blob):
+    with pytest.raises(LatentCodecError):
+        latentcodec.decode(blob)
+    with pytest.raises(LatentCodecError):
+        latentcodec.decode(bitstream.MAGIC + blob)
