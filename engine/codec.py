@@ -30,7 +30,7 @@ from latentcodec.engine.images import (
     pad_to_multiple,
     prepare,
 )
-from latentcodec.engine.models import DEFAULT_MODEL, LatentAutoencoder, get_spec, load_model
+from latentcodec.engine.models import DEFAULT_MODEL, LatentAutoencoder, ModelSpec, get_spec, load_model
 from latentcodec.engine.options import EncodeOptions
 from latentcodec.engine.results import Result
 
@@ -87,7 +87,7 @@ class Codec:
         backend: str | None = None,
         source: str | None = None,
     ) -> None:
-        self.spec = get_spec(model)
+        self.model_id = get_spec(model).model_id  # fails early for unknown ids
         self.device = torch.device(device) if device is not None else _default_device()
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         self.batch_size = max(1, batch_size)
@@ -99,8 +99,13 @@ class Codec:
     def model(self) -> LatentAutoencoder:
         """The autoencoder, loaded on first use."""
         if self._model is None:
-            self._model = load_model(self.spec.model_id, self.device, self.dtype, self.source)
+            self._model = load_model(self.model_id, self.device, self.dtype, self.source)
         return self._model
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The loaded model's latent-space description (diffusers configs may refine the registry's)."""
+        return self.model.spec
 
     # ----------------------------------------------------------------------------------------- encoding
 
@@ -254,10 +259,8 @@ class Codec:
 
     def check_model(self, header: Header) -> None:
         """Raise ModelMismatchError unless this codec's model made the stream."""
-        if header.model_id != self.spec.model_id:
-            raise ModelMismatchError(
-                f"stream was made by model {header.model_id!r}; this codec uses {self.spec.model_id!r}"
-            )
+        if header.model_id != self.model_id:
+            raise ModelMismatchError(f"stream was made by model {header.model_id!r}; this codec uses {self.model_id!r}")
         if header.fingerprint != self.model.fingerprint:
             raise ModelMismatchError(
                 f"stream was made by {header.model_id!r} weights {header.fingerprint.hex()}, "

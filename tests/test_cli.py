@@ -1,0 +1,59 @@
+"""The latentcodec command line."""
+
+import json
+
+import pytest
+
+from latentcodec.bindings.cli import main
+
+
+@pytest.fixture()
+def crop_file(tmp_path, kodak_crop):
+    path = tmp_path / "crop.png"
+    kodak_crop.save(path)
+    return path
+
+
+def test_encode_decode_info(tmp_path, crop_file, capsys):
+    lcz, png = tmp_path / "x.lcz", tmp_path / "y.png"
+    assert main(["encode", str(crop_file), "-o", str(lcz), "--mode", "palette", "--palette-size", "32"]) == 0
+    assert main(["decode", str(lcz), "-o", str(png)]) == 0
+    from PIL import Image
+
+    assert Image.open(png).size == (72, 40)
+    capsys.readouterr()
+    assert main(["info", "--json", str(lcz)]) == 0
+    details = json.loads(capsys.readouterr().out)
+    assert details["mode"] == "palette" and details["width"] == 72
+
+
+def test_many_files_into_a_folder_with_one_failure(tmp_path, crop_file, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    out = tmp_path / "out"
+    assert main(["encode", str(crop_file), str(bad), "-o", str(out)]) == 1
+    assert (out / "crop.lcz").exists() and not (out / "bad.lcz").exists()
+    err = capsys.readouterr().err
+    assert "bad.png: not a readable image" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["decode", "/no/such.lcz"], 2, "cannot read"),
+        (["encode", "X", "--quality", "500"], 2, "quality must be in"),
+        (["info", __file__], 1, "bad magic"),
+        (["--model", "nope", "encode", __file__], 1, "unknown model"),
+    ],
+)
+def test_user_errors_are_one_line(argv, code, message, capsys):
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_bench_command(tmp_path, crop_file, capsys):
+    report = tmp_path / "r.json"
+    assert main(["bench", str(tmp_path), "--modes", "scalar8,uniform", "--json", str(report)]) == 0
+    summary = json.loads(report.read_text())["summary"]
+    assert set(summary) == {"scalar8", "uniform"} and summary["scalar8"]["bpp"] > summary["uniform"]["bpp"]
