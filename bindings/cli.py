@@ -117,6 +117,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from latentcodec.bench import roundtrip
+    from latentcodec.engine.options import EncodeOptions
 
     folder = Path(args.folder)
     if not folder.is_dir():
@@ -127,8 +128,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = {mode: {"mode": mode, "quality": args.quality} for mode in args.modes.split(",")}
     for options in settings.values():
         try:
-            from latentcodec.engine.options import EncodeOptions
-
             EncodeOptions(**options)
         except ValueError as exc:
             raise UserError(str(exc)) from None

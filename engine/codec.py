@@ -122,7 +122,8 @@ class Codec:
         jobs: dict[int, _EncodeJob] = {}
         for index, image in enumerate(images):
             try:
-                jobs[index] = self._encode_job(prepare(image, keep_alpha=opts.alpha == "keep"), opts)
+                prepared = prepare(image, keep_alpha=opts.alpha == "keep")
+                jobs[index] = self._encode_job(prepared.rgb, prepared.alpha, prepared.kind, opts)
             except LatentCodecError as exc:
                 results[index] = Result(error=exc)
                 if progress:
@@ -142,16 +143,13 @@ class Codec:
                 raise InvalidImageError(f"image size {width}x{height} outside the supported range")
             if not torch.isfinite(rgb).all():
                 raise InvalidImageError("image tensor holds NaN or infinite values")
-            jobs[index] = self._encode_job_from(rgb.detach().float().clamp(0, 1), None, ColorKind.RGB, opts)
+            jobs[index] = self._encode_job(rgb.detach().float().clamp(0, 1), None, ColorKind.RGB, opts)
         results: list[Result[bytes] | None] = [None] * len(jobs)
         self._encode_jobs(jobs, opts, results, None)
         return [r.unwrap() for r in results]  # type: ignore[union-attr]
 
-    def _encode_job(self, prepared, opts: EncodeOptions) -> _EncodeJob:
-        return self._encode_job_from(prepared.rgb, prepared.alpha, prepared.kind, opts)
-
     @staticmethod
-    def _encode_job_from(rgb: torch.Tensor, alpha, kind: ColorKind, opts: EncodeOptions) -> _EncodeJob:
+    def _encode_job(rgb: torch.Tensor, alpha, kind: ColorKind, opts: EncodeOptions) -> _EncodeJob:
         height, width = rgb.shape[1:]
         if opts.scale < 1:
             size = (max(1, round(height * opts.scale)), max(1, round(width * opts.scale)))
