@@ -25,6 +25,7 @@ from latentcodec.engine.errors import (
 )
 from latentcodec.engine.models import available_models
 from latentcodec.engine.options import EncodeOptions
+from latentcodec.engine.queue import RequestQueue
 from latentcodec.engine.results import Result
 
 __version__ = "0.1.0"
@@ -42,6 +43,7 @@ __all__ = [
     "ModelError",
     "ModelMismatchError",
     "NotAStreamError",
+    "RequestQueue",
     "Result",
     "StreamInfo",
     "TruncatedStreamError",

@@ -143,6 +143,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}") from None
+    return width, height
+
+
+def cmd_throughput(args: argparse.Namespace) -> int:
+    import torch
+
+    from latentcodec.bench import throughput
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    models = [throughput.register_sd_vae_architecture() if m == "sd-vae" else m for m in args.models.split(",")]
+    with tqdm(desc="throughput", unit="step", disable=None, file=sys.stderr) as bar:
+        suite = throughput.run_suite(
+            models, args.sizes, args.batches, device, calls=args.calls, baseline_images=args.baseline_images,
+            compile=args.compile, progress=lambda message: (bar.set_postfix_str(message), bar.update()),
+        )  # fmt: skip
+    print(throughput.format_table(suite))
+    if args.json:
+        Path(args.json).write_text(json.dumps(suite.as_dict(), indent=2))
+    if args.plot:
+        throughput.plot(suite, args.plot)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="latentcodec", description="Latent-diffusion image codec.")
     parser.add_argument("--model", default="taef2", help="autoencoder id (default taef2)")
@@ -181,6 +209,17 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("--limit", type=int, help="only the first N images")
     ben.add_argument("--json", help="write per-image results here")
     ben.set_defaults(run=cmd_bench)
+
+    thr = sub.add_parser("throughput", help="images/s and latency of the engine against the naive pipeline")
+    thr.add_argument("--models", default="taef2,sd-vae", help="comma-separated; sd-vae = its architecture, random")
+    thr.add_argument("--sizes", nargs="+", type=_size, default=[(512, 512), (768, 512)], metavar="WxH")
+    thr.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
+    thr.add_argument("--calls", type=int, default=8, help="timed batches per engine setting")
+    thr.add_argument("--baseline-images", type=int, default=8, help="timed images per baseline setting")
+    thr.add_argument("--compile", action="store_true", help="run the engine's passes through torch.compile")
+    thr.add_argument("--json", help="write every measurement here")
+    thr.add_argument("--plot", help="write a PNG of images/s against batch size here")
+    thr.set_defaults(run=cmd_throughput)
     return parser
 
 

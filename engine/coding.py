@@ -37,30 +37,47 @@ class CodingMode(IntEnum):
         return self.name.lower()
 
 
-@dataclass(frozen=True)
-class CodedLatents:
-    """One image's latents as coded: mode parameters and uncompressed symbol planes."""
+@dataclass
+class CodedBatch:
+    """A batch of coded latents, still on the coder's device (so coding never waits for the device).
 
-    params: bytes
-    planes: bytes
+    ``params`` is ``[B, p]`` uint8: each row is one image's mode parameters as stored in the header.
+    ``planes`` is ``[B, n]`` uint8: each row starts with the image's channel-major byte planes, exactly the
+    bytes the entropy stage compresses; rows may be longer (``planes_size`` of the parameters says how long).
+    """
 
-
-def _planes(symbols: torch.Tensor) -> bytes:
-    """Channel-major bytes of a symbol tensor; multi-byte symbols are split into byte planes (low first)."""
-    array = symbols.contiguous().cpu().numpy()
-    if array.dtype.itemsize == 1:
-        return array.tobytes()
-    as_bytes = array.astype(array.dtype.newbyteorder("<"), copy=False).view(np.uint8)
-    return np.ascontiguousarray(np.moveaxis(as_bytes.reshape(*array.shape, array.dtype.itemsize), -1, 0)).tobytes()
+    params: torch.Tensor
+    planes: torch.Tensor
 
 
-def _symbols(planes: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> torch.Tensor:
-    """Inverse of :func:`_planes`."""
-    dtype = np.dtype(dtype)
-    raw = np.frombuffer(planes, dtype=np.uint8)
-    if dtype.itemsize > 1:
-        raw = np.ascontiguousarray(np.moveaxis(raw.reshape(dtype.itemsize, *shape), 0, -1))
-    return torch.from_numpy(raw.view(dtype.newbyteorder("<")).astype(dtype).reshape(shape))
+def to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device``; through pinned memory for CUDA, so the copy never stalls the stream."""
+    return host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host.to(device)
+
+
+def planes_tensor(rows: list[bytes], device: torch.device) -> torch.Tensor:
+    """Equal-length byte strings -> ``[B, n]`` uint8 on ``device``."""
+    return to_device(torch.frombuffer(bytearray().join(rows), dtype=torch.uint8).reshape(len(rows), -1), device)
+
+
+def _as_bytes(*columns: torch.Tensor) -> torch.Tensor:
+    """Per-image values ``[B, ...]`` of any dtypes -> their little-endian bytes side by side, ``[B, p]`` uint8."""
+    dense = [c.new_empty(c.shape).copy_(c) for c in columns]  # fresh strides: view() needs a unit last stride
+    return torch.cat([c.view(torch.uint8).reshape(c.shape[0], -1) for c in dense], dim=1)
+
+
+def _index_planes(indices: torch.Tensor, nbytes: int, backend: str | None) -> torch.Tensor:
+    """Palette indices ``[B, H, W]`` -> ``[B, nbytes * H * W]`` byte planes (exact: indices < 2**24)."""
+    b = indices.shape[0]
+    ones = torch.ones((b, 1), device=indices.device)
+    return kernels.quantize_planes(indices[:, None].float(), ones * 0, ones, 0, MAX_PALETTE, nbytes, backend)
+
+
+def _indices(planes: torch.Tensor, shape: tuple[int, int], nbytes: int, backend: str | None) -> torch.Tensor:
+    """Inverse of :func:`_index_planes`: int32 ``[B, H, W]``."""
+    ones = torch.ones((planes.shape[0], 1), device=planes.device)
+    values = kernels.dequantize_planes(planes, ones * 0, ones, (1, *shape), nbytes, False, backend=backend)
+    return values[:, 0].to(torch.int32)
 
 
 def _to_half(values: torch.Tensor, down: bool) -> torch.Tensor:
@@ -78,10 +95,6 @@ def _channel_ranges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     hi = _to_half(flat.amax(2), down=False)
     hi = torch.where(hi > lo, hi, torch.nextafter(lo, torch.full_like(lo, 65504.0)))
     return lo.float(), hi.float()
-
-
-def _pack_ranges(lo: torch.Tensor, hi: torch.Tensor) -> bytes:
-    return torch.stack([lo, hi]).half().cpu().numpy().astype("<f2").tobytes()
 
 
 def _unpack_ranges(data: bytes, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,21 +115,28 @@ class Scalar8Coder:
     def __init__(self, backend: str | None = None, device: torch.device | str = "cpu") -> None:
         self.backend, self.device = backend, torch.device(device)
 
-    def encode(self, latents: torch.Tensor) -> list[CodedLatents]:
+    def encode(self, latents: torch.Tensor) -> CodedBatch:
         lo, hi = _channel_ranges(latents)
-        q = kernels.affine_quantize(latents, lo, (hi - lo) / 255, 0, 255, torch.uint8, self.backend)
-        return [CodedLatents(_pack_ranges(lo[i], hi[i]), _planes(q[i])) for i in range(q.shape[0])]
+        planes = kernels.quantize_planes(latents, lo, (hi - lo) / 255, 0, 255, 1, self.backend)
+        return CodedBatch(_as_bytes(lo.half(), hi.half()), planes)
 
     def planes_size(self, params: bytes, shape: tuple[int, int, int]) -> int:
         return shape[0] * shape[1] * shape[2]
 
-    def decode(self, params: list[bytes], planes: list[bytes], shape: tuple[int, int, int]) -> torch.Tensor:
+    def decode(
+        self,
+        params: list[bytes],
+        planes: torch.Tensor,
+        shape: tuple[int, int, int],
+        dtype: torch.dtype = torch.float32,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ) -> torch.Tensor:
         ranges = [_unpack_ranges(p, shape[0]) for p in params]
-        lo = torch.stack([r[0] for r in ranges])
-        hi = torch.stack([r[1] for r in ranges])
-        q = torch.stack([_symbols(p, np.uint8, shape) for p in planes]).to(self.device)
-        lo, hi = lo.to(self.device), hi.to(self.device)
-        return kernels.affine_dequantize(q, lo, (hi - lo) / 255, self.backend)
+        lo = to_device(torch.stack([r[0] for r in ranges]), self.device)
+        hi = to_device(torch.stack([r[1] for r in ranges]), self.device)
+        return kernels.dequantize_planes(
+            planes, lo, (hi - lo) / 255, shape, 1, False, dtype=dtype, memory_format=memory_format, backend=self.backend
+        )
 
 
 _UNIFORM_PARAMS = struct.Struct("<fB")
@@ -139,18 +159,15 @@ class UniformCoder:
         self.step = float(np.float32(step))
         self.backend, self.device = backend, torch.device(device)
 
-    def encode(self, latents: torch.Tensor) -> list[CodedLatents]:
+    def encode(self, latents: torch.Tensor) -> CodedBatch:
+        """Symbols as int16 byte planes, clamped to +-32767; an image whose symbols all fit in int8 (most) is
+        stored with width 1, and its low-byte plane alone is exactly its int8 plane."""
         b, c = latents.shape[:2]
-        coded = []
-        for i in range(b):  # symbol width is chosen per image
-            image = latents[i : i + 1]
-            peak = int(torch.ceil(image.abs().amax() / self.step))
-            width, dtype = (1, torch.int8) if peak <= 127 else (2, torch.int16)
-            limit = 127 if width == 1 else 32767
-            zeros = torch.zeros((1, c), device=latents.device)
-            q = kernels.affine_quantize(image, zeros, zeros + self.step, -limit, limit, dtype, self.backend)
-            coded.append(CodedLatents(_UNIFORM_PARAMS.pack(self.step, width), _planes(q[0])))
-        return coded
+        peaks = latents.detach().flatten(1).abs().amax(1).float().div_(self.step).ceil_()
+        widths = torch.where(peaks <= 127, 1, 2).to(torch.uint8)
+        steps = torch.full((b, c), self.step, device=latents.device)
+        planes = kernels.quantize_planes(latents, torch.zeros_like(steps), steps, -32767, 32767, 2, self.backend)
+        return CodedBatch(_as_bytes(steps[:, 0], widths), planes)
 
     @staticmethod
     def _parse(params: bytes) -> tuple[float, int]:
@@ -164,14 +181,23 @@ class UniformCoder:
     def planes_size(self, params: bytes, shape: tuple[int, int, int]) -> int:
         return self._parse(params)[1] * shape[0] * shape[1] * shape[2]
 
-    def decode(self, params: list[bytes], planes: list[bytes], shape: tuple[int, int, int]) -> torch.Tensor:
-        out = []
-        for p, data in zip(params, planes, strict=True):
-            step, width = self._parse(p)
-            q = _symbols(data, np.int8 if width == 1 else np.int16, shape)[None].to(self.device)
-            zeros = torch.zeros((1, shape[0]), device=self.device)
-            out.append(kernels.affine_dequantize(q, zeros, zeros + step, self.backend))
-        return torch.cat(out)
+    def decode(
+        self,
+        params: list[bytes],
+        planes: torch.Tensor,
+        shape: tuple[int, int, int],
+        dtype: torch.dtype = torch.float32,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ) -> torch.Tensor:
+        parsed = [self._parse(p) for p in params]
+        width = parsed[0][1]
+        if any(w != width for _, w in parsed):
+            raise ValueError("a decode batch must hold streams of one symbol width")
+        steps = to_device(torch.tensor([s for s, _ in parsed]), self.device)[:, None].expand(-1, shape[0])
+        zeros = torch.zeros_like(steps)
+        return kernels.dequantize_planes(
+            planes, zeros, steps, shape, width, True, dtype=dtype, memory_format=memory_format, backend=self.backend
+        )
 
 
 _PALETTE_PARAMS = struct.Struct("<H")
@@ -195,25 +221,20 @@ class PaletteCoder:
             raise ValueError(f"palette size must be in [2, {MAX_PALETTE}], got {size}")
         self.size, self.dither, self.backend, self.device = size, dither, backend, torch.device(device)
 
-    def encode(self, latents: torch.Tensor) -> list[CodedLatents]:
-        b, _c = latents.shape[:2]
-        fitted = [fit_palette(latents[i].flatten(1).T, self.size, seed=i) for i in range(b)]
+    def encode(self, latents: torch.Tensor) -> CodedBatch:
+        b, c = latents.shape[:2]
+        fitted = [fit_palette(latents[i].flatten(1).T, self.size) for i in range(b)]  # same seed: batch-invariant
         k = fitted[0].shape[0]
-        raw = torch.stack(fitted)  # [B, K, C]
-        as_planes = raw.permute(0, 2, 1)[..., None]  # [B, C, K, 1]: one plane per channel
+        as_planes = torch.stack(fitted).permute(0, 2, 1)[..., None]  # [B, C, K, 1]: one plane per channel
         lo, hi = _channel_ranges(as_planes)
-        symbols = kernels.affine_quantize(as_planes, lo, (hi - lo) / 255, 0, 255, torch.uint8, self.backend)
-        palettes = kernels.affine_dequantize(symbols, lo, (hi - lo) / 255, self.backend)[..., 0].permute(0, 2, 1)
+        scale = (hi - lo) / 255
+        symbols = kernels.quantize_planes(as_planes, lo, scale, 0, 255, 1, self.backend)
+        palettes = kernels.dequantize_planes(symbols, lo, scale, (c, k, 1), 1, False, backend=self.backend)
         choose = dither_indices if self.dither else nearest_indices
-        indices = choose(latents, palettes.contiguous(), self.backend)
-        index_dtype = torch.uint8 if k <= 256 else torch.int16
-        return [
-            CodedLatents(
-                _PALETTE_PARAMS.pack(k) + _pack_ranges(lo[i], hi[i]),
-                _planes(symbols[i, :, :, 0]) + _planes(indices[i].to(index_dtype)),
-            )
-            for i in range(b)
-        ]
+        indices = choose(latents, palettes[..., 0].permute(0, 2, 1).contiguous(), self.backend)
+        planes = torch.cat([symbols, _index_planes(indices, 1 if k <= 256 else 2, self.backend)], dim=1)
+        sizes = torch.full((b,), k, dtype=torch.int16, device=latents.device)
+        return CodedBatch(_as_bytes(sizes, lo.half(), hi.half()), planes)
 
     @staticmethod
     def _parse(params: bytes, channels: int) -> tuple[int, torch.Tensor, torch.Tensor]:
@@ -230,19 +251,27 @@ class PaletteCoder:
         k = self._parse(params, c)[0]
         return c * k + h * w * (1 if k <= 256 else 2)
 
-    def decode(self, params: list[bytes], planes: list[bytes], shape: tuple[int, int, int]) -> torch.Tensor:
+    def decode(
+        self,
+        params: list[bytes],
+        planes: torch.Tensor,
+        shape: tuple[int, int, int],
+        dtype: torch.dtype = torch.float32,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ) -> torch.Tensor:
         c, h, w = shape
         out = []
-        for p, data in zip(params, planes, strict=True):
+        for i, p in enumerate(params):  # palette sizes may differ between images
             k, lo, hi = self._parse(p, c)
-            symbols = _symbols(data[: c * k], np.uint8, (c, k))[None, :, :, None].to(self.device)
-            lo, hi = lo.to(self.device), hi.to(self.device)
-            palette = kernels.affine_dequantize(symbols, lo[None], ((hi - lo) / 255)[None], self.backend)
-            indices = _symbols(data[c * k :], np.uint8 if k <= 256 else np.int16, (h, w)).to(self.device, torch.int32)
-            if int(indices.min()) < 0 or int(indices.max()) >= k:
+            lo, scale = to_device(lo, self.device)[None], to_device((hi - lo) / 255, self.device)[None]
+            row = planes[i : i + 1]
+            palette = kernels.dequantize_planes(row[:, : c * k], lo, scale, (c, k, 1), 1, False, backend=self.backend)
+            nbytes = 1 if k <= 256 else 2
+            indices = _indices(row[:, c * k : c * k + h * w * nbytes], (h, w), nbytes, self.backend)
+            if int(indices.max()) >= k:
                 raise CorruptStreamError("palette index out of range")
-            out.append(kernels.palette_lookup(indices[None], palette[..., 0].permute(0, 2, 1), self.backend))
-        return torch.cat(out)
+            out.append(kernels.palette_lookup(indices, palette[..., 0].permute(0, 2, 1), self.backend))
+        return torch.cat(out).to(dtype=dtype, memory_format=memory_format)
 
 
 Coder = Scalar8Coder | UniformCoder | PaletteCoder

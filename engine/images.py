@@ -39,7 +39,7 @@ class ColorKind(IntEnum):
 
 @dataclass
 class PreparedImage:
-    """An image ready for the encoder: RGB ``[3, H, W]`` float in [0, 1], alpha ``[H, W]`` uint8 or None."""
+    """An image ready for the encoder: RGB ``[3, H, W]`` uint8, alpha ``[H, W]`` uint8 or None."""
 
     rgb: torch.Tensor
     alpha: np.ndarray | None
@@ -125,7 +125,7 @@ def prepare(source: ImageInput, keep_alpha: bool = True) -> PreparedImage:
     except (OSError, ValueError) as exc:
         raise InvalidImageError(f"cannot convert image of mode {image.mode}: {exc}") from exc
     alpha = np.ascontiguousarray(array[:, :, 3]) if kind.has_alpha else None
-    rgb = torch.from_numpy(array[:, :, :3].transpose(2, 0, 1).copy()).float().div_(255)
+    rgb = torch.from_numpy(np.ascontiguousarray(array[:, :, :3].transpose(2, 0, 1)))
     return PreparedImage(rgb, alpha, kind)
 
 

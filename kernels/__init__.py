@@ -15,11 +15,11 @@ import torch
 from latentcodec.kernels import reference
 
 __all__ = [
-    "affine_dequantize",
-    "affine_quantize",
     "backend_for",
+    "dequantize_planes",
     "palette_lookup",
     "palette_nearest",
+    "quantize_planes",
     "triton_available",
 ]
 
@@ -52,25 +52,37 @@ def _impl(tensor: torch.Tensor, backend: str | None) -> ModuleType:
     return triton_kernels
 
 
-def affine_quantize(
+def quantize_planes(
     x: torch.Tensor,
     offset: torch.Tensor,
     scale: torch.Tensor,
     qmin: int,
     qmax: int,
-    dtype: torch.dtype,
+    nbytes: int,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """Quantize latents ``[B, C, H, W]`` with per-(image, channel) ``offset``/``scale`` ``[B, C]`` to ``dtype``."""
+    """Quantize latents ``[B, C, H, W]`` (any strides) with per-(image, channel) ``offset``/``scale`` ``[B, C]``
+    straight into byte planes ``[B, nbytes * C * H * W]`` uint8 (see ``reference``): one pass."""
     inv_scale = 1.0 / scale.float()
-    return _impl(x, backend).affine_quantize(x, offset.float(), inv_scale, qmin, qmax, dtype)
+    return _impl(x, backend).quantize_planes(x, offset.float(), inv_scale, qmin, qmax, nbytes)
 
 
-def affine_dequantize(
-    q: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor, backend: str | None = None
+def dequantize_planes(
+    planes: torch.Tensor,
+    offset: torch.Tensor,
+    scale: torch.Tensor,
+    shape: tuple[int, int, int],
+    nbytes: int,
+    signed: bool,
+    *,
+    dtype: torch.dtype = torch.float32,
+    memory_format: torch.memory_format = torch.contiguous_format,
+    backend: str | None = None,
 ) -> torch.Tensor:
-    """Float latents ``q * scale + offset`` from integer symbols ``[B, C, H, W]``."""
-    return _impl(q, backend).affine_dequantize(q, offset.float(), scale.float())
+    """Latents ``symbol * scale + offset`` ``[B, *shape]`` in ``dtype`` and ``memory_format`` from byte planes:
+    one pass that writes the layout the decoder network reads."""
+    out = torch.empty((planes.shape[0], *shape), dtype=dtype, device=planes.device, memory_format=memory_format)
+    return _impl(planes, backend).dequantize_planes(planes, offset.float(), scale.float(), shape, nbytes, signed, out)
 
 
 def palette_nearest(x: torch.Tensor, palette: torch.Tensor, backend: str | None = None) -> torch.Tensor:

@@ -1,7 +1,11 @@
 """Plain torch reference of every latent kernel. These define the exact arithmetic the Triton kernels follow.
 
-Shapes: latents ``x`` are ``[B, C, H, W]``; per-(image, channel) quantizer parameters are ``[B, C]``;
-palettes are ``[B, K, C]``; palette indices are ``[B, H, W]``.
+Shapes: latents ``x`` are ``[B, C, H, W]`` (any strides); per-(image, channel) quantizer parameters are
+``[B, C]``; palettes are ``[B, K, C]``; palette indices are ``[B, H, W]``.
+
+Symbols travel as *byte planes*: ``[B, nbytes * C * H * W]`` uint8 holding, for each image, the low byte of
+every symbol in channel-major order, then the next byte, and so on (two's complement for signed symbols).
+That is the layout the entropy stage compresses, so quantize + pack and unpack + dequantize are one pass each.
 """
 
 from __future__ import annotations
@@ -9,17 +13,35 @@ from __future__ import annotations
 import torch
 
 
-def affine_quantize(
-    x: torch.Tensor, offset: torch.Tensor, inv_scale: torch.Tensor, qmin: int, qmax: int, dtype: torch.dtype
+def quantize_planes(
+    x: torch.Tensor, offset: torch.Tensor, inv_scale: torch.Tensor, qmin: int, qmax: int, nbytes: int
 ) -> torch.Tensor:
-    """``clamp(floor((x - offset) * inv_scale + 0.5), qmin, qmax)`` cast to the integer ``dtype``."""
+    """Byte planes of ``clamp(floor((x - offset) * inv_scale + 0.5), qmin, qmax)``."""
     v = (x.float() - offset[:, :, None, None]) * inv_scale[:, :, None, None]
-    return torch.floor(v + 0.5).clamp_(qmin, qmax).to(dtype)
+    q = torch.floor(v + 0.5).clamp_(qmin, qmax).to(torch.int32).flatten(1)
+    planes = [((q >> (8 * i)) & 0xFF).to(torch.uint8) for i in range(nbytes)]
+    return torch.cat(planes, dim=1)
 
 
-def affine_dequantize(q: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``q * scale + offset`` as float32."""
-    return q.float() * scale[:, :, None, None] + offset[:, :, None, None]
+def dequantize_planes(
+    planes: torch.Tensor,
+    offset: torch.Tensor,
+    scale: torch.Tensor,
+    shape: tuple[int, int, int],
+    nbytes: int,
+    signed: bool,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """``symbol * scale + offset`` into ``out`` ``[B, C, H, W]`` (its dtype and strides), from byte planes."""
+    b = planes.shape[0]
+    n = shape[0] * shape[1] * shape[2]
+    parts = planes.reshape(b, nbytes, n).to(torch.int32)
+    q = sum(parts[:, i] << (8 * i) for i in range(nbytes))
+    if signed:
+        half = 1 << (8 * nbytes - 1)
+        q = torch.where(q >= half, q - 2 * half, q)
+    v = q.reshape(b, *shape).float() * scale[:, :, None, None] + offset[:, :, None, None]
+    return out.copy_(v)
 
 
 def palette_nearest(x: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:

@@ -14,27 +14,53 @@ BLOCK = 1024
 
 
 @triton.jit
-def _affine_quantize_kernel(x_ptr, offset_ptr, inv_scale_ptr, out_ptr, n, hw, qmin, qmax, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    plane = offs // hw  # index into the flattened [B, C] parameters
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    offset = tl.load(offset_ptr + plane, mask=mask, other=0.0)
-    inv_scale = tl.load(inv_scale_ptr + plane, mask=mask, other=0.0)
-    q = tl.floor((x - offset) * inv_scale + 0.5)
-    q = tl.minimum(tl.maximum(q, qmin), qmax)
-    tl.store(out_ptr + offs, q.to(out_ptr.dtype.element_ty), mask=mask)
+def _nchw_index(offs, chw, hw, w, s0, s1, s2, s3):
+    """(image, offset within the image's channel-major planes, plane, address offset of a strided tensor)."""
+    b = offs // chw
+    within = offs - b * chw
+    c = within // hw
+    pixel = within - c * hw
+    y = pixel // w
+    return b, within, offs // hw, b * s0 + c * s1 + y * s2 + (pixel - y * w) * s3
 
 
 @triton.jit
-def _affine_dequantize_kernel(q_ptr, offset_ptr, scale_ptr, out_ptr, n, hw, BLOCK: tl.constexpr):
+def _quantize_planes_kernel(
+    x_ptr, offset_ptr, inv_scale_ptr, out_ptr, n, chw, hw, w, s0, s1, s2, s3, qmin, qmax,
+    NBYTES: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
-    plane = offs // hw
-    q = tl.load(q_ptr + offs, mask=mask, other=0).to(tl.float32)
+    b, within, plane, address = _nchw_index(offs, chw, hw, w, s0, s1, s2, s3)
+    x = tl.load(x_ptr + address, mask=mask, other=0.0).to(tl.float32)
+    offset = tl.load(offset_ptr + plane, mask=mask, other=0.0)
+    inv_scale = tl.load(inv_scale_ptr + plane, mask=mask, other=0.0)
+    q = tl.floor((x - offset) * inv_scale + 0.5)
+    q = tl.minimum(tl.maximum(q, qmin), qmax).to(tl.int32)
+    base = out_ptr + b * (NBYTES * chw) + within
+    for i in tl.static_range(NBYTES):
+        tl.store(base + i * chw, ((q >> (8 * i)) & 0xFF).to(tl.uint8), mask=mask)
+
+
+@triton.jit
+def _dequantize_planes_kernel(
+    planes_ptr, offset_ptr, scale_ptr, out_ptr, n, chw, hw, w, s0, s1, s2, s3,
+    NBYTES: tl.constexpr, SIGNED: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    b, within, plane, address = _nchw_index(offs, chw, hw, w, s0, s1, s2, s3)
+    base = planes_ptr + b * (NBYTES * chw) + within
+    q = tl.zeros([BLOCK], tl.int32)
+    for i in tl.static_range(NBYTES):
+        q = q | (tl.load(base + i * chw, mask=mask, other=0).to(tl.int32) << (8 * i))
+    if SIGNED:
+        half: tl.constexpr = 1 << (8 * NBYTES - 1)
+        q = tl.where(q >= half, q - 2 * half, q)
     offset = tl.load(offset_ptr + plane, mask=mask, other=0.0)
     scale = tl.load(scale_ptr + plane, mask=mask, other=0.0)
-    tl.store(out_ptr + offs, q * scale + offset, mask=mask)
+    value = q.to(tl.float32) * scale + offset
+    tl.store(out_ptr + address, value.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -79,43 +105,41 @@ def _palette_lookup_kernel(idx_ptr, pal_ptr, out_ptr, n, hw, k, C: tl.constexpr,
     tl.store(out_ptr + offs, value.to(tl.float32), mask=mask)
 
 
-def affine_quantize(
+def quantize_planes(
     x: torch.Tensor,
     offset: torch.Tensor,
     inv_scale: torch.Tensor,
     qmin: int,
     qmax: int,
-    dtype: torch.dtype,
+    nbytes: int,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    x = x.contiguous()
-    out = torch.empty(x.shape, dtype=dtype, device=x.device) if out is None else out
+    b, c, h, w = x.shape
+    chw = c * h * w
+    out = torch.empty((b, nbytes * chw), dtype=torch.uint8, device=x.device) if out is None else out
     n = x.numel()
-    hw = x.shape[2] * x.shape[3]
-    grid = (triton.cdiv(n, BLOCK),)
-    _affine_quantize_kernel[grid](
-        x,
-        offset.float().contiguous(),
-        inv_scale.float().contiguous(),
-        out,
-        n,
-        hw,
-        float(qmin),
-        float(qmax),
-        BLOCK=BLOCK,
-    )
+    _quantize_planes_kernel[(triton.cdiv(n, BLOCK),)](
+        x, offset.float().contiguous(), inv_scale.float().contiguous(), out, n, chw, h * w, w, *x.stride(),
+        float(qmin), float(qmax), NBYTES=nbytes, BLOCK=BLOCK,
+    )  # fmt: skip
     return out
 
 
-def affine_dequantize(
-    q: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor, out: torch.Tensor | None = None
+def dequantize_planes(
+    planes: torch.Tensor,
+    offset: torch.Tensor,
+    scale: torch.Tensor,
+    shape: tuple[int, int, int],
+    nbytes: int,
+    signed: bool,
+    out: torch.Tensor,
 ) -> torch.Tensor:
-    q = q.contiguous()
-    out = torch.empty(q.shape, dtype=torch.float32, device=q.device) if out is None else out
-    n = q.numel()
-    hw = q.shape[2] * q.shape[3]
-    grid = (triton.cdiv(n, BLOCK),)
-    _affine_dequantize_kernel[grid](q, offset.float().contiguous(), scale.float().contiguous(), out, n, hw, BLOCK=BLOCK)
+    c, h, w = shape
+    n = out.numel()
+    _dequantize_planes_kernel[(triton.cdiv(n, BLOCK),)](
+        planes.contiguous(), offset.float().contiguous(), scale.float().contiguous(), out, n, c * h * w, h * w, w,
+        *out.stride(), NBYTES=nbytes, SIGNED=signed, BLOCK=BLOCK,
+    )  # fmt: skip
     return out
 
 

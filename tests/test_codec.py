@@ -178,3 +178,19 @@ def test_bad_options_raise_value_error(codec, kodak_crop):
     for options in ({"mode": "jpeg"}, {"quality": 101}, {"step": 0}, {"palette_size": 1}, {"alpha": "maybe"}):
         with pytest.raises(ValueError):
             codec.encode(kodak_crop, **options)
+
+
+def test_symbol_width_is_chosen_per_image_within_a_batch(codec, kodak_crop, crop_reference):
+    """At step 0.02 a flat grey image fits int8 symbols and the textured crop needs int16, in one batch."""
+    flat = Image.new("RGB", kodak_crop.size, (128, 128, 128))
+    results = codec.encode_batch([flat, kodak_crop], mode="uniform", step=0.02)
+    widths = [bitstream.unpack(r.unwrap()).params[-1] for r in results]
+    assert widths == [1, 2]
+    assert [r.value for r in results] == [
+        codec.encode(flat, mode="uniform", step=0.02),
+        codec.encode(kodak_crop, mode="uniform", step=0.02),
+    ]
+    flat_back, crop_back = codec.decode_tensors([r.value for r in results])
+    assert (flat_back - 128 / 255).abs().max() < 0.05
+    scalar8 = codec.decode_tensors([codec.encode(kodak_crop, mode="scalar8")])[0]
+    assert (crop_back - scalar8).abs().mean() < 0.01  # int16 symbols at a fine step: as good as 8-bit ranges

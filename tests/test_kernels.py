@@ -1,5 +1,6 @@
 """Triton kernels (interpreter mode) against the torch reference, on random odd shapes."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -20,26 +21,58 @@ def _params(shape, seed):
     return x, offset, scale
 
 
+RANGES = [(0, 255, 1), (-127, 127, 1), (-999, 999, 2), (-32767, 32767, 2)]
+
+
+def _layouts(x: torch.Tensor) -> list[torch.Tensor]:
+    """The same values contiguous, channels-last and as a transposed (non-dense-order) view."""
+    return [x, x.contiguous(memory_format=torch.channels_last), x.transpose(2, 3).contiguous().transpose(2, 3)]
+
+
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize(
-    ("qmin", "qmax", "dtype"), [(0, 255, torch.uint8), (-127, 127, torch.int8), (-999, 999, torch.int16)]
-)
-def test_affine_quantize_matches_reference(shape, qmin, qmax, dtype):
+@pytest.mark.parametrize(("qmin", "qmax", "nbytes"), RANGES)
+def test_quantize_planes_matches_reference_in_every_layout(shape, qmin, qmax, nbytes):
     x, offset, scale = _params(shape, seed=sum(shape))
-    expected = kernels.affine_quantize(x, offset, scale, qmin, qmax, dtype, backend="torch")
-    actual = kernels.affine_quantize(x, offset, scale, qmin, qmax, dtype, backend="triton")
-    assert actual.dtype == dtype
-    assert torch.equal(actual, expected)
-    assert int(expected.min()) >= qmin and int(expected.max()) <= qmax
+    x = x * (qmax / 20)  # spread values over the symbol range, and past it
+    expected = kernels.quantize_planes(x, offset, scale, qmin, qmax, nbytes, backend="torch")
+    assert expected.shape == (shape[0], nbytes * shape[1] * shape[2] * shape[3]) and expected.dtype == torch.uint8
+    for layout in _layouts(x):
+        assert torch.equal(
+            kernels.quantize_planes(layout, offset, scale, qmin, qmax, nbytes, backend="triton"), expected
+        )
+
+
+@pytest.mark.parametrize(("qmin", "qmax", "nbytes"), RANGES)
+def test_planes_are_little_endian_channel_major_bytes(qmin, qmax, nbytes):
+    """The layout the bitstream stores: per image, byte 0 of every symbol (C, H, W order), then byte 1."""
+    x, offset, scale = _params((2, 3, 4, 5), seed=11)
+    x = x * (qmax / 20)
+    planes = kernels.quantize_planes(x, offset, scale, qmin, qmax, nbytes, backend="torch").numpy()
+    symbols = torch.floor((x - offset[..., None, None]) / scale[..., None, None] + 0.5).clamp(qmin, qmax)
+    as_numpy = symbols.numpy().astype({1: "<i1" if qmin < 0 else "u1", 2: "<i2"}[nbytes])
+    for image in range(2):
+        raw = as_numpy[image].view(np.uint8).reshape(*as_numpy.shape[1:], nbytes)
+        assert np.array_equal(planes[image], np.moveaxis(raw, -1, 0).reshape(-1))
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_affine_dequantize_matches_reference(shape):
-    _, offset, scale = _params(shape, seed=7)
-    q = torch.randint(-100, 100, shape, dtype=torch.int16)
-    expected = kernels.affine_dequantize(q, offset, scale, backend="torch")
-    actual = kernels.affine_dequantize(q, offset, scale, backend="triton")
-    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-6)
+@pytest.mark.parametrize(("qmin", "qmax", "nbytes"), RANGES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_dequantize_planes_inverts_quantize(shape, qmin, qmax, nbytes, dtype):
+    x, offset, scale = _params(shape, seed=7)
+    x = offset[..., None, None] + scale[..., None, None] * torch.randint(qmin, qmax + 1, shape)  # on the grid
+    planes = kernels.quantize_planes(x, offset, scale, qmin, qmax, nbytes, backend="torch")
+    expected = kernels.dequantize_planes(planes, offset, scale, shape[1:], nbytes, qmin < 0, backend="torch")
+    torch.testing.assert_close(expected, x, rtol=0, atol=1e-4)
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        actual = kernels.dequantize_planes(
+            planes, offset, scale, shape[1:], nbytes, qmin < 0, dtype=dtype, memory_format=memory_format,
+            backend="triton",
+        )  # fmt: skip
+        assert actual.dtype == dtype and actual.is_contiguous(memory_format=memory_format)
+        torch.testing.assert_close(
+            actual.float(), expected.to(dtype).float(), rtol=0, atol=1e-6 if dtype == torch.float32 else 1e-2
+        )
 
 
 @pytest.mark.parametrize(("b", "n", "k", "c"), [(1, 1, 2, 1), (2, 70, 5, 3), (1, 129, 130, 32), (3, 17, 256, 4)])
@@ -76,16 +109,16 @@ def test_every_output_element_is_written():
     """Run each kernel into buffers pre-filled with two different sentinels: both runs must agree."""
     x, offset, scale = _params((2, 3, 11, 9), seed=3)
     inv = 1.0 / scale
-    expected_q = reference.affine_quantize(x, offset, inv, 0, 255, torch.uint8)
+    expected_q = reference.quantize_planes(x, offset, inv, -999, 999, 2)
     for sentinel in (0, 255):
         out = _filled(expected_q, sentinel)
-        triton_kernels.affine_quantize(x, offset, inv, 0, 255, torch.uint8, out=out)
+        triton_kernels.quantize_planes(x, offset, inv, -999, 999, 2, out=out)
         assert torch.equal(out, expected_q)
 
-    expected_x = reference.affine_dequantize(expected_q, offset, scale)
+    expected_x = reference.dequantize_planes(expected_q, offset, scale, (3, 11, 9), 2, True, torch.empty(2, 3, 11, 9))
     for sentinel in (float("nan"), -1e30):
         out = _filled(expected_x, sentinel)
-        triton_kernels.affine_dequantize(expected_q, offset, scale, out=out)
+        triton_kernels.dequantize_planes(expected_q, offset, scale, (3, 11, 9), 2, True, out=out)
         assert torch.isfinite(out).all() and torch.allclose(out, expected_x, atol=1e-6)
 
     pixels, palette = torch.randn(2, 99, 6), torch.randn(2, 70, 6)

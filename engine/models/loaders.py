@@ -58,13 +58,21 @@ def load_diffusers(spec: ModelSpec, source: str | Path, kind: str, subfolder: st
         vae = cls.from_pretrained(str(source), subfolder=subfolder)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load {spec.model_id!r} from {source!s}: {exc}") from exc
+    return wrap_diffusers(spec, vae)
+
+
+def wrap_diffusers(spec: ModelSpec, vae: nn.Module) -> LatentAutoencoder:
+    """A LatentAutoencoder over a diffusers ``AutoencoderKL`` or ``AutoencoderTiny``, its spec read from the config."""
+    from diffusers import AutoencoderKL
+
+    kl = isinstance(vae, AutoencoderKL)
     config = vae.config
     spec = dataclasses.replace(
         spec,
         latent_channels=int(config.latent_channels),
         scaling_factor=float(config.scaling_factor or 1.0),
         shift_factor=float(getattr(config, "shift_factor", None) or 0.0),
-        downsample=2 ** (len(config.block_out_channels if kind == "kl" else config.encoder_block_out_channels) - 1),
+        downsample=2 ** (len(config.block_out_channels if kl else config.encoder_block_out_channels) - 1),
     )
-    encoder = (_KLEncoder if kind == "kl" else _TinyEncoder)(vae)
+    encoder = (_KLEncoder if kl else _TinyEncoder)(vae)
     return LatentAutoencoder(spec, encoder, _Decoder(vae), state_fingerprint(vae.state_dict()))

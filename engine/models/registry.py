@@ -64,7 +64,7 @@ _REGISTRY: dict[str, RegisteredModel] = {
     ),
 }
 
-_cache: dict[tuple[str, str | None, str, torch.dtype], LatentAutoencoder] = {}
+_cache: dict[tuple, LatentAutoencoder] = {}
 _lock = threading.Lock()
 
 
@@ -88,8 +88,9 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     source: str | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> LatentAutoencoder:
-    """The model ``model_id`` on ``device`` in ``dtype``, in eval mode; loaded once and cached.
+    """The model ``model_id`` on ``device`` in ``dtype`` and ``memory_format``, in eval mode; loaded once, cached.
 
     ``source`` (a hub id or local folder) overrides where diffusers models come from; so does the
     model's environment variable (``LATENTCODEC_SD_VAE``, ``LATENTCODEC_TAESD``).
@@ -97,11 +98,11 @@ def load_model(
     entry = _entry(model_id)
     if source is None and entry.source_env:
         source = os.environ.get(entry.source_env)
-    key = (model_id, source, str(torch.device(device)), dtype)
+    key = (model_id, source, str(torch.device(device)), dtype, memory_format)
     with _lock:
         if key not in _cache:
-            model = entry.load(entry.spec, source)
-            _cache[key] = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+            model = entry.load(entry.spec, source).to(device=device, dtype=dtype, memory_format=memory_format)
+            _cache[key] = model.eval().requires_grad_(False)
         return _cache[key]
 
 
