@@ -77,18 +77,18 @@ def _point(name: str, codec: str, setting: str, reference: np.ndarray, data: byt
 def evaluate(
     images: dict[str, Image.Image],
     codec: Codec,
-    classic: Sequence[str] = tuple(CLASSIC_SWEEPS),
-    latent: Sequence[str] = tuple(LATENT_SWEEPS),
+    classic: dict[str, list[int]] = CLASSIC_SWEEPS,
+    latent: dict[str, list[dict]] = LATENT_SWEEPS,
     progress: Callable[[int], None] | None = None,
 ) -> list[RDPoint]:
-    """Every image through every sweep point of the named classic codecs and latentcodec sweeps."""
+    """Every image through every point of the classic codecs' and latentcodec's sweeps (name -> settings)."""
     available = classic_codecs()
     points = []
     for name, image in images.items():
         rgb = image.convert("RGB")
         reference = np.asarray(rgb)
         for codec_name in (c for c in classic if c in available):
-            for quality in CLASSIC_SWEEPS[codec_name]:
+            for quality in classic[codec_name]:
                 t0 = time.perf_counter()
                 data = available[codec_name](rgb, quality)
                 t1 = time.perf_counter()
@@ -98,8 +98,8 @@ def evaluate(
                 points.append(_point(name, codec_name, f"q{quality}", reference, data, decoded, times))
                 if progress:
                     progress(1)
-        for sweep in latent:
-            for options in LATENT_SWEEPS[sweep]:
+        for sweep, settings in latent.items():
+            for options in settings:
                 t0 = time.perf_counter()
                 data = codec.encode(rgb, **options)
                 t1 = time.perf_counter()
@@ -129,7 +129,7 @@ def bd_rate(anchor: list[dict], test: list[dict], metric: str, bpp_range: tuple[
     """Bjontegaard delta rate (%) of ``test`` against ``anchor`` on ``metric``; negative means fewer bits.
 
     Only points inside ``bpp_range`` count; None when either curve has fewer than two there or the curves'
-    quality ranges do not overlap.
+    quality ranges do not overlap (a partial overlap is integrated over the common quality range).
     """
     import bjontegaard
 
@@ -143,7 +143,8 @@ def bd_rate(anchor: list[dict], test: list[dict], metric: str, bpp_range: tuple[
     if max(a_q) <= min(t_q) or max(t_q) <= min(a_q) or not (_increasing(a_q) and _increasing(t_q)):
         return None
     rates_a, rates_t = [p["bpp"] for p in a], [p["bpp"] for p in t]
-    return float(bjontegaard.bd_rate(rates_a, a_q, rates_t, t_q, method="akima", require_matching_points=False))
+    bd = bjontegaard.bd_rate(rates_a, a_q, rates_t, t_q, method="akima", require_matching_points=False, min_overlap=0)
+    return float(bd)
 
 
 def _increasing(values: list[float]) -> bool:

@@ -171,6 +171,38 @@ def cmd_throughput(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_rd(args: argparse.Namespace) -> int:
+    from latentcodec.bench import rd, roundtrip
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise UserError(f"not a folder: {folder}")
+    paths = roundtrip.image_files(folder)[: None if args.all else args.limit]
+    if not paths:
+        raise UserError(f"no images in {folder}")
+    from PIL import Image
+
+    images = {p.name: Image.open(p).convert("RGB") for p in paths}
+    available = rd.classic_codecs()
+    steps = len(images) * (
+        sum(len(v) for k, v in rd.CLASSIC_SWEEPS.items() if k in available) + sum(map(len, rd.LATENT_SWEEPS.values()))
+    )
+    with _progress(steps, "rate-distortion") as bar:
+        points = rd.evaluate(images, _codec(args), progress=bar.update)
+    curves = rd.mean_curves(points)
+    table = rd.bd_table(curves)
+    print(f"{len(images)} images from {folder}; mean over images per setting\n")
+    for codec, curve in curves.items():
+        print(f"{codec}: " + "  ".join(f"{p['bpp']:.3f} bpp {p['psnr']:.2f} dB {p['ms_ssim']:.4f}" for p in curve))
+    print()
+    print(rd.format_bd_table(table))
+    if args.json:
+        rd.write_json(Path(args.json), points, curves, table)
+    if args.plot:
+        rd.plot(curves, Path(args.plot), title=f"{folder.name}, {len(images)} images")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="latentcodec", description="Latent-diffusion image codec.")
     parser.add_argument("--model", default="taef2", help="autoencoder id (default taef2)")
@@ -209,6 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("--limit", type=int, help="only the first N images")
     ben.add_argument("--json", help="write per-image results here")
     ben.set_defaults(run=cmd_bench)
+
+    rdp = sub.add_parser("rd", help="rate-distortion sweep against JPEG, WebP and AVIF, with BD-rates and plots")
+    rdp.add_argument("folder")
+    rdp.add_argument("--limit", type=int, default=6, help="the first N images (default 6)")
+    rdp.add_argument("--all", action="store_true", help="every image in the folder")
+    rdp.add_argument("--json", help="write every point, the curves and the BD-rates here")
+    rdp.add_argument("--plot", help="write RD curves (PNG) here")
+    rdp.set_defaults(run=cmd_rd)
 
     thr = sub.add_parser("throughput", help="images/s and latency of the engine against the naive pipeline")
     thr.add_argument("--models", default="taef2,sd-vae", help="comma-separated; sd-vae = its architecture, random")
