@@ -34,6 +34,8 @@ LATENT_SWEEPS: dict[str, list[dict]] = {
     "latent-palette": [{"mode": "palette", "palette_size": k} for k in (4, 8, 16, 32, 64, 128, 256)],
 }
 
+RATE_CONTROL = "latent-rate-control"  # a sweep of target_bpp values (``latentcodec rd --targets``)
+
 
 @dataclass(frozen=True)
 class RDPoint:
@@ -110,6 +112,16 @@ def evaluate(
                 if progress:
                     progress(1)
     return points
+
+
+def rate_control_misses(points: Sequence[RDPoint]) -> dict[str, float] | None:
+    """Per target, the worst relative miss |bpp - target| / target over the images (None without that sweep)."""
+    misses: dict[str, float] = {}
+    for p in points:
+        if p.codec == RATE_CONTROL:
+            target = float(p.setting.removeprefix("target_bpp="))
+            misses[p.setting] = max(misses.get(p.setting, 0.0), abs(p.bpp - target) / target)
+    return misses or None
 
 
 def mean_curves(points: Sequence[RDPoint]) -> dict[str, list[dict]]:

@@ -73,6 +73,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         scale=args.scale,
         alpha=args.alpha,
         level=args.level,
+        target_bpp=args.target_bpp,
     )
     try:
         EncodeOptions(**options)
@@ -184,16 +185,25 @@ def cmd_rd(args: argparse.Namespace) -> int:
 
     images = {p.name: Image.open(p).convert("RGB") for p in paths}
     available = rd.classic_codecs()
-    steps = len(images) * (
-        sum(len(v) for k, v in rd.CLASSIC_SWEEPS.items() if k in available) + sum(map(len, rd.LATENT_SWEEPS.values()))
-    )
+    classic = {k: v for k, v in rd.CLASSIC_SWEEPS.items() if k in available}
+    latent = dict(rd.LATENT_SWEEPS)
+    if args.targets:
+        latent[rd.RATE_CONTROL] = [{"mode": "uniform", "target_bpp": t} for t in args.targets]
+    if args.codecs:
+        chosen = set(args.codecs.split(","))
+        classic = {k: v for k, v in classic.items() if k in chosen}
+        latent = {k: v for k, v in latent.items() if k in chosen}
+    steps = len(images) * (sum(map(len, classic.values())) + sum(map(len, latent.values())))
     with _progress(steps, "rate-distortion") as bar:
-        points = rd.evaluate(images, _codec(args), progress=bar.update)
+        points = rd.evaluate(images, _codec(args), classic, latent, progress=bar.update)
     curves = rd.mean_curves(points)
     table = rd.bd_table(curves)
     print(f"{len(images)} images from {folder}; mean over images per setting\n")
     for codec, curve in curves.items():
         print(f"{codec}: " + "  ".join(f"{p['bpp']:.3f} bpp {p['psnr']:.2f} dB {p['ms_ssim']:.4f}" for p in curve))
+    misses = rd.rate_control_misses(points)
+    if misses is not None:
+        print(f"\nrate control: worst miss {100 * max(misses.values()):.1f}% of the target ({misses})")
     print()
     print(rd.format_bd_table(table))
     if args.json:
@@ -221,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--scale", type=float, default=1.0, help="encode at this fraction of the size (0, 1]")
     enc.add_argument("--alpha", default="keep", choices=["keep", "drop"])
     enc.add_argument("--level", type=int, default=19, help="zstd level 1..22")
+    enc.add_argument("--target-bpp", type=float, help="choose step and scale to hit this many bits per pixel")
     enc.set_defaults(run=cmd_encode)
 
     dec = sub.add_parser("decode", help="decode .lcz streams to images")
@@ -246,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     rdp.add_argument("folder")
     rdp.add_argument("--limit", type=int, default=6, help="the first N images (default 6)")
     rdp.add_argument("--all", action="store_true", help="every image in the folder")
+    rdp.add_argument("--targets", type=float, nargs="+", help="add a rate-controlled curve at these bpp")
+    rdp.add_argument("--codecs", help="comma-separated subset, e.g. jpeg,webp,latent-uniform-half")
     rdp.add_argument("--json", help="write every point, the curves and the BD-rates here")
     rdp.add_argument("--plot", help="write RD curves (PNG) here")
     rdp.set_defaults(run=cmd_rd)

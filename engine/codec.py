@@ -11,8 +11,8 @@ import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, replace
+from functools import cache, cached_property
 from typing import TypeVar
 
 import numpy as np
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from latentcodec.engine import bitstream, entropy
+from latentcodec.engine import bitstream, entropy, rate_control
 from latentcodec.engine.batching import batches_by_key
 from latentcodec.engine.bitstream import FLAG_ALPHA, Header, Stream
 from latentcodec.engine.coding import Coder, decoder_for, planes_tensor
@@ -184,22 +184,15 @@ class Codec:
         """Encode many images; one :class:`Result` per image."""
         opts = EncodeOptions(**options)
         results: list[Result[bytes] | None] = [None] * len(images)
-        jobs: dict[int, _EncodeJob] = {}
         keep_alpha = opts.alpha == "keep"
-        for index, prepared in enumerate(self._host.map(lambda im: _attempt(prepare, im, keep_alpha), images)):
-            if isinstance(prepared, PreparedImage):
-                jobs[index] = self._encode_job(prepared.rgb, prepared.alpha, prepared.kind, opts)
-            else:
-                results[index] = Result(error=prepared)
-                if progress:
-                    progress(1)
-        self._encode_jobs(jobs, opts, results, progress)
+        ready = self._on_host(lambda image: prepare(image, keep_alpha), images, results, progress)
+        self._encode_prepared(ready, opts, results, progress)
         return results  # type: ignore[return-value]
 
     def encode_tensors(self, images: torch.Tensor | Sequence[torch.Tensor], **options) -> list[bytes]:
         """Encode RGB tensors (``[B, 3, H, W]`` or a list of ``[3, H, W]``; float in [0, 1] or uint8)."""
         opts = EncodeOptions(**options)
-        jobs = {}
+        ready = {}
         for index, rgb in enumerate(images):
             if rgb.ndim != 3 or rgb.shape[0] != 3 or not (rgb.is_floating_point() or rgb.dtype == torch.uint8):
                 raise InvalidImageError(
@@ -212,10 +205,49 @@ class Codec:
                 if not torch.isfinite(rgb).all():
                     raise InvalidImageError("image tensor holds NaN or infinite values")
                 rgb = rgb.detach().float().clamp(0, 1)
-            jobs[index] = self._encode_job(rgb, None, ColorKind.RGB, opts)
-        results: list[Result[bytes] | None] = [None] * len(jobs)
-        self._encode_jobs(jobs, opts, results, None)
+            ready[index] = PreparedImage(rgb, None, ColorKind.RGB)
+        results: list[Result[bytes] | None] = [None] * len(ready)
+        self._encode_prepared(ready, opts, results, None)
         return [r.unwrap() for r in results]  # type: ignore[union-attr]
+
+    def _encode_prepared(
+        self, ready: dict[int, PreparedImage], opts: EncodeOptions, results: list, progress: Progress | None
+    ) -> None:
+        if opts.target_bpp is None:
+            jobs = {i: self._encode_job(p.rgb, p.alpha, p.kind, opts) for i, p in ready.items()}
+            self._encode_jobs(jobs, opts, results, progress)
+            return
+        for index, prepared in ready.items():  # rate control: one image at a time
+            self._run_isolated([index], lambda _members, p=prepared: [Result(self._encode_to_rate(p, opts))], results)
+            if progress:
+                progress(1)
+
+    def _encode_to_rate(self, prepared: PreparedImage, opts: EncodeOptions) -> bytes:
+        """The best-PSNR stream within 10% of ``opts.target_bpp`` over the candidate scales and steps."""
+        height, width = prepared.rgb.shape[1:]
+        budget = opts.target_bpp * width * height / 8
+        reference = _to_unit(prepared.rgb, torch.float32)
+        candidates = []
+        for scale in rate_control.SCALES:
+            at_scale = replace(opts, scale=scale, target_bpp=None, quality=None)
+            job = self._encode_job(prepared.rgb, prepared.alpha, prepared.kind, at_scale)
+            latents = self._latents(job.rgb[None])
+            stream = cache(
+                lambda step, job=job, latents=latents, o=at_scale: self._pack_latents(
+                    job, latents, replace(o, step=step)
+                )
+            )
+            data = stream(rate_control.finest_step_within(lambda step, stream=stream: len(stream(step)), budget))
+            candidates.append(
+                rate_control.Candidate(data, rate_control.psnr(reference, self.decode_tensors([data])[0]))
+            )
+        return rate_control.choose(candidates, budget)
+
+    def _pack_latents(self, job: _EncodeJob, latents: torch.Tensor, opts: EncodeOptions) -> bytes:
+        """The stream of one image's latents ``[1, C, h, w]`` under ``opts``."""
+        coder = opts.coder(self.backend, self.device)
+        coded = coder.encode(latents)
+        return self._pack(job, coder, HostCopy(coded.params), HostCopy(coded.planes), 0, opts)
 
     @staticmethod
     def _encode_job(rgb: torch.Tensor, alpha, kind: ColorKind, opts: EncodeOptions) -> _EncodeJob:
@@ -298,14 +330,7 @@ class Codec:
 
     def _decode(self, streams: Sequence[bytes], progress: Progress | None, to_pil: bool) -> list[Result]:
         results: list[Result | None] = [None] * len(streams)
-        jobs: dict[int, _DecodeJob] = {}
-        for index, job in enumerate(self._host.map(lambda data: _attempt(self._decode_job, data), streams)):
-            if isinstance(job, _DecodeJob):
-                jobs[index] = job
-            else:
-                results[index] = Result(error=job)
-                if progress:
-                    progress(1)
+        jobs = self._on_host(self._decode_job, streams, results, progress)
 
         def on_device(members: list[int]) -> list[Result[Future]]:
             header = jobs[members[0]].header
@@ -363,6 +388,20 @@ class Codec:
         return decoded.to_pil() if to_pil else decoded
 
     # ----------------------------------------------------------------------------------------- batching
+
+    def _on_host(
+        self, fn: Callable[[object], T], items: Sequence, results: list, progress: Progress | None
+    ) -> dict[int, T]:
+        """``fn`` over ``items`` on the host threads; library errors go straight into ``results``."""
+        done: dict[int, T] = {}
+        for index, outcome in enumerate(self._host.map(lambda item: _attempt(fn, item), items)):
+            if isinstance(outcome, LatentCodecError):
+                results[index] = Result(error=outcome)
+                if progress:
+                    progress(1)
+            else:
+                done[index] = outcome
+        return done
 
     def _pipeline(
         self,

@@ -30,7 +30,8 @@ class EncodeOptions:
     ``quality`` (0..100) sets the mode's knob unless it is given directly: the uniform ``step`` (latent
     units, larger is coarser) or the ``palette_size``. ``scalar8`` has no knob. ``scale`` (0, 1] encodes a
     downscaled image and restores the size on decode. ``alpha`` is ``"keep"`` (stored losslessly) or
-    ``"drop"``. ``level`` is the zstd level.
+    ``"drop"``. ``level`` is the zstd level. ``target_bpp`` (uniform mode) makes the encoder choose the step
+    and scale itself: the best PSNR it finds within 10% of that many bits per pixel.
     """
 
     mode: CodingMode = DEFAULT_MODE
@@ -41,6 +42,7 @@ class EncodeOptions:
     scale: float = 1.0
     alpha: str = "keep"
     level: int = DEFAULT_LEVEL
+    target_bpp: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", CodingMode.parse(self.mode))
@@ -56,6 +58,11 @@ class EncodeOptions:
             raise ValueError(f"step must be in [{MIN_STEP}, {MAX_STEP}], got {self.step}")
         if self.palette_size is not None and not 2 <= self.palette_size <= MAX_PALETTE:
             raise ValueError(f"palette size must be in [2, {MAX_PALETTE}], got {self.palette_size}")
+        if self.target_bpp is not None:
+            if not 0 < self.target_bpp <= 24:
+                raise ValueError(f"target_bpp must be in (0, 24], got {self.target_bpp}")
+            if self.mode is not CodingMode.UNIFORM:
+                raise ValueError("target_bpp needs mode 'uniform' (its step is the knob rate control turns)")
 
     @property
     def step_value(self) -> float:

@@ -68,3 +68,13 @@ def test_cli_rd_refuses_a_missing_folder(tmp_path, capsys):
     assert cli.main(["rd", str(tmp_path / "nope")]) == 2
     assert "not a folder" in capsys.readouterr().err
     assert KODAK.is_dir()
+
+
+def test_rate_control_misses_are_reported_per_target():
+    def point(image, target, bpp):
+        return rd.RDPoint(image, rd.RATE_CONTROL, f"target_bpp={target}", 1, bpp, 30, 0.9, 0.9, 0, 0)
+
+    points = [point("a", 0.2, 0.19), point("b", 0.2, 0.21), point("b", 0.2, 0.23), point("a", 0.5, 0.5)]
+    misses = rd.rate_control_misses(points)
+    assert misses == pytest.approx({"target_bpp=0.2": 0.15, "target_bpp=0.5": 0.0})
+    assert rd.rate_control_misses([]) is None

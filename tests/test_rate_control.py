@@ -1,0 +1,62 @@
+"""Rate control: the step search and the choice between scales, then target_bpp end to end."""
+
+import math
+
+import pytest
+
+import latentcodec
+from latentcodec.engine import rate_control
+from latentcodec.engine.rate_control import Candidate
+from tests.conftest import as_array, kodak_path
+
+
+def test_search_finds_the_finest_step_that_fits():
+    calls = []
+
+    def size_of(step):  # sizes fall as the step grows: 1000 bytes at step 1
+        calls.append(step)
+        return math.floor(1000 / step)
+
+    step = rate_control.finest_step_within(size_of, budget=100)
+    assert size_of(step) <= 100 and step == pytest.approx(1000 / 101, rel=1e-3)  # floor(1000 / s) <= 100 from there
+    assert len(calls) <= rate_control.ITERATIONS + 3
+    assert rate_control.finest_step_within(size_of, budget=10**9) == pytest.approx(rate_control.MIN_SEARCH_STEP)
+    assert rate_control.finest_step_within(size_of, budget=1) == pytest.approx(64)  # nothing fits: coarsest
+
+
+def test_choice_prefers_quality_within_the_tolerance():
+    near_good, near_bad, far_best = Candidate(b"x" * 95, 30.0), Candidate(b"x" * 100, 25.0), Candidate(b"x" * 50, 40.0)
+    assert rate_control.choose([near_bad, far_best, near_good], budget=100) == near_good.data
+    assert rate_control.choose([far_best, Candidate(b"x" * 20, 50.0)], budget=100) == far_best.data  # closest
+
+
+@pytest.fixture(scope="module")
+def photo():
+    from PIL import Image
+
+    return Image.open(kodak_path(5)).convert("RGB").crop((200, 100, 392, 276))  # 192x176
+
+
+@pytest.mark.parametrize("target", [0.3, 0.8, 2.0])
+def test_target_bpp_is_hit_within_ten_percent(codec, photo, target):
+    data = codec.encode(photo, target_bpp=target)
+    info = latentcodec.info(data)
+    assert abs(info.bpp - target) <= 0.1 * target
+    decoded = codec.decode(data)
+    assert decoded.size == photo.size
+    if target >= 0.8:  # at this size, higher rates go full-size
+        assert (info.coded_width, info.coded_height) != (0, 0) and info.coded_width >= 0.7 * photo.width
+    assert as_array(decoded).shape == as_array(photo).shape
+
+
+def test_more_bits_give_a_better_picture(codec, photo):
+    from latentcodec.bench.metrics import psnr
+
+    scores = [psnr(as_array(photo), as_array(codec.decode(codec.encode(photo, target_bpp=t)))) for t in (0.3, 2.0)]
+    assert scores[1] > scores[0] + 1
+
+
+def test_bad_targets_are_refused(codec, photo):
+    for options in ({"target_bpp": 0}, {"target_bpp": 30}, {"target_bpp": 0.5, "mode": "palette"}):
+        with pytest.raises(ValueError):
+            codec.encode(photo, **options)
