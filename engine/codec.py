@@ -232,15 +232,14 @@ class Codec:
             at_scale = replace(opts, scale=scale, target_bpp=None, quality=None)
             job = self._encode_job(prepared.rgb, prepared.alpha, prepared.kind, at_scale)
             latents = self._latents(job.rgb[None])
-            stream = cache(
-                lambda step, job=job, latents=latents, o=at_scale: self._pack_latents(
-                    job, latents, replace(o, step=step)
-                )
-            )
+
+            @cache
+            def stream(step: float, job=job, latents=latents, at_scale=at_scale) -> bytes:
+                return self._pack_latents(job, latents, replace(at_scale, step=step))
+
             data = stream(rate_control.finest_step_within(lambda step, stream=stream: len(stream(step)), budget))
-            candidates.append(
-                rate_control.Candidate(data, rate_control.psnr(reference, self.decode_tensors([data])[0]))
-            )
+            decoded = self.decode_tensors([data])[0]
+            candidates.append(rate_control.Candidate(data, rate_control.psnr(reference, decoded)))
         return rate_control.choose(candidates, budget)
 
     def _pack_latents(self, job: _EncodeJob, latents: torch.Tensor, opts: EncodeOptions) -> bytes:
