@@ -213,6 +213,19 @@ def cmd_rd(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from latentcodec.bindings.http_service import CodecServer
+
+    server = CodecServer((args.host, args.port), _codec(args), max_latency_ms=args.max_latency_ms)
+    host, port = server.server_address[:2]
+    print(f"latentcodec: serving {args.model} on http://{host}:{port} (POST /encode, POST /decode, GET /health)")
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="latentcodec", description="Latent-diffusion image codec.")
     parser.add_argument("--model", default="taef2", help="autoencoder id (default taef2)")
@@ -262,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     rdp.add_argument("--json", help="write every point, the curves and the BD-rates here")
     rdp.add_argument("--plot", help="write RD curves (PNG) here")
     rdp.set_defaults(run=cmd_rd)
+
+    srv = sub.add_parser("serve", help="HTTP service: POST /encode, POST /decode, GET /health")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument("--max-latency-ms", type=float, default=5.0, help="how long a request waits for a batch")
+    srv.set_defaults(run=cmd_serve)
 
     thr = sub.add_parser("throughput", help="images/s and latency of the engine against the naive pipeline")
     thr.add_argument("--models", default="taef2,sd-vae", help="comma-separated; sd-vae = its architecture, random")
