@@ -338,7 +338,9 @@ class Codec:
             planes = planes_tensor([jobs[i].planes for i in members], self.device)
             params = [jobs[i].params for i in members]
             latents = coder.decode(params, planes, shape, dtype=self.dtype, memory_format=self.memory_format)
-            images = HostCopy(self.decoder_pass(latents))  # in the model's dtype: half the bytes to move on GPUs
+            # float32 made on the device: conversions in the host threads would oversubscribe the CPU's
+            # intra-op threads (run 5 vs 6 on an H100: 1199 vs 961 images/s, taef2 512x512 b32)
+            images = HostCopy(self.decoder_pass(latents).float())
             return [
                 Result(self._host.submit(self._finish, jobs[i], images, row, to_pil)) for row, i in enumerate(members)
             ]
@@ -380,7 +382,7 @@ class Codec:
     @staticmethod
     def _finish(job: _DecodeJob, images: HostCopy, row: int, to_pil: bool) -> DecodedImage | Image.Image:
         h = job.header
-        rgb = images.get()[row, :, : h.coded_height, : h.coded_width].float()
+        rgb = images.get()[row, :, : h.coded_height, : h.coded_width]
         if (h.coded_width, h.coded_height) != (h.width, h.height):
             rgb = F.interpolate(rgb[None], size=(h.height, h.width), mode="bicubic")[0].clamp_(0, 1)
         decoded = DecodedImage(rgb.contiguous(), job.alpha, h.kind)
