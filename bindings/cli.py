@@ -74,6 +74,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         level=args.level,
         target_bpp=args.target_bpp,
+        effort=args.effort,
     )
     try:
         EncodeOptions(**options)
@@ -189,6 +190,9 @@ def cmd_rd(args: argparse.Namespace) -> int:
     latent = dict(rd.LATENT_SWEEPS)
     if args.targets:
         latent[rd.RATE_CONTROL] = [{"mode": "uniform", "target_bpp": t} for t in args.targets]
+    if args.effort:
+        refined = [{**o, "effort": args.effort} for o in rd.LATENT_SWEEPS["latent-uniform"]]
+        latent[f"latent-uniform-effort{args.effort}"] = refined
     if args.codecs:
         chosen = set(args.codecs.split(","))
         classic = {k: v for k, v in classic.items() if k in chosen}
@@ -245,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--alpha", default="keep", choices=["keep", "drop"])
     enc.add_argument("--level", type=int, default=19, help="zstd level 1..22")
     enc.add_argument("--target-bpp", type=float, help="choose step and scale to hit this many bits per pixel")
+    enc.add_argument("--effort", type=int, default=0, help="latent refinement steps through the decoder (uniform)")
     enc.set_defaults(run=cmd_encode)
 
     dec = sub.add_parser("decode", help="decode .lcz streams to images")
@@ -271,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     rdp.add_argument("--limit", type=int, default=6, help="the first N images (default 6)")
     rdp.add_argument("--all", action="store_true", help="every image in the folder")
     rdp.add_argument("--targets", type=float, nargs="+", help="add a rate-controlled curve at these bpp")
+    rdp.add_argument("--effort", type=int, help="add latent-uniform with this many refinement steps")
     rdp.add_argument("--codecs", help="comma-separated subset, e.g. jpeg,webp,latent-uniform-half")
     rdp.add_argument("--json", help="write every point, the curves and the BD-rates here")
     rdp.add_argument("--plot", help="write RD curves (PNG) here")

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from latentcodec.engine import bitstream, entropy, rate_control
+from latentcodec.engine import bitstream, entropy, latent_refinement, rate_control
 from latentcodec.engine.batching import batches_by_key
 from latentcodec.engine.bitstream import FLAG_ALPHA, Header, Stream
 from latentcodec.engine.coding import Coder, decoder_for, planes_tensor
@@ -263,7 +263,8 @@ class Codec:
         coder = opts.coder(self.backend, self.device)
 
         def on_device(members: list[int]) -> list[Result[Future]]:
-            coded = coder.encode(self._latents(_stack([jobs[i].rgb for i in members], self.device)))
+            images = _stack([jobs[i].rgb for i in members], self.device)
+            coded = coder.encode(self._refined(self._latents(images), images, opts))
             params, planes = HostCopy(coded.params), HostCopy(coded.planes)
             return [
                 Result(self._host.submit(self._pack, jobs[i], coder, params, planes, row, opts))
@@ -279,6 +280,14 @@ class Codec:
         if padded is not images and self.device.type == "cuda":  # pinned: the copy to the device is asynchronous
             padded = padded.pin_memory()
         return self.encoder_pass(padded)
+
+    def _refined(self, latents: torch.Tensor, images: torch.Tensor, opts: EncodeOptions) -> torch.Tensor:
+        """Latents after ``opts.effort`` refinement steps through a float32 copy of the decoder."""
+        if not opts.effort:
+            return latents
+        decoder = load_model(self.model_id, self.device, torch.float32, self.source, self.memory_format)
+        target = _to_unit(pad_to_multiple(images, self.spec.downsample), torch.float32).to(self.device)
+        return latent_refinement.refine(decoder.decode, latents, target, opts.step_value, opts.effort)
 
     def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
         """Float latents ``[B, C, h, w]`` (on the codec's device) of RGB images ``[B, 3, H, W]`` in [0, 1]."""

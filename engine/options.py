@@ -31,7 +31,9 @@ class EncodeOptions:
     units, larger is coarser) or the ``palette_size``. ``scalar8`` has no knob. ``scale`` (0, 1] encodes a
     downscaled image and restores the size on decode. ``alpha`` is ``"keep"`` (stored losslessly) or
     ``"drop"``. ``level`` is the zstd level. ``target_bpp`` (uniform mode) makes the encoder choose the step
-    and scale itself: the best PSNR it finds within 10% of that many bits per pixel.
+    and scale itself: the best PSNR it finds within 10% of that many bits per pixel. ``effort`` (uniform mode)
+    is the number of latent-refinement steps through the decoder (0: off; each costs a decoder forward and
+    backward pass, seconds per Kodak image on a CPU).
     """
 
     mode: CodingMode = DEFAULT_MODE
@@ -43,6 +45,7 @@ class EncodeOptions:
     alpha: str = "keep"
     level: int = DEFAULT_LEVEL
     target_bpp: float | None = None
+    effort: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", CodingMode.parse(self.mode))
@@ -58,11 +61,17 @@ class EncodeOptions:
             raise ValueError(f"step must be in [{MIN_STEP}, {MAX_STEP}], got {self.step}")
         if self.palette_size is not None and not 2 <= self.palette_size <= MAX_PALETTE:
             raise ValueError(f"palette size must be in [2, {MAX_PALETTE}], got {self.palette_size}")
+        if not 0 <= self.effort <= 1000:
+            raise ValueError(f"effort must be in [0, 1000], got {self.effort}")
+        if self.effort and self.mode is not CodingMode.UNIFORM:
+            raise ValueError("effort needs mode 'uniform' (refinement works on its step grid)")
         if self.target_bpp is not None:
             if not 0 < self.target_bpp <= 24:
                 raise ValueError(f"target_bpp must be in (0, 24], got {self.target_bpp}")
             if self.mode is not CodingMode.UNIFORM:
                 raise ValueError("target_bpp needs mode 'uniform' (its step is the knob rate control turns)")
+            if self.effort:
+                raise ValueError("effort cannot be combined with target_bpp yet (refinement depends on the step)")
 
     @property
     def step_value(self) -> float:
