@@ -66,17 +66,25 @@ def _as_bytes(*columns: torch.Tensor) -> torch.Tensor:
     return torch.cat([c.view(torch.uint8).reshape(c.shape[0], -1) for c in dense], dim=1)
 
 
+def _index_bytes(palette_size: int) -> int:
+    """Bytes per stored palette index: one up to 256 entries, else two."""
+    return 1 if palette_size <= 256 else 2
+
+
 def _index_planes(indices: torch.Tensor, nbytes: int, backend: str | None) -> torch.Tensor:
     """Palette indices ``[B, H, W]`` -> ``[B, nbytes * H * W]`` byte planes (exact: indices < 2**24)."""
     b = indices.shape[0]
     ones = torch.ones((b, 1), device=indices.device)
-    return kernels.quantize_planes(indices[:, None].float(), ones * 0, ones, 0, MAX_PALETTE, nbytes, backend)
+    zeros = torch.zeros_like(ones)
+    return kernels.quantize_planes(indices[:, None].float(), zeros, ones, 0, MAX_PALETTE, nbytes, backend)
 
 
 def _indices(planes: torch.Tensor, shape: tuple[int, int], nbytes: int, backend: str | None) -> torch.Tensor:
     """Inverse of :func:`_index_planes`: int32 ``[B, H, W]``."""
     ones = torch.ones((planes.shape[0], 1), device=planes.device)
-    values = kernels.dequantize_planes(planes, ones * 0, ones, (1, *shape), nbytes, False, backend=backend)
+    values = kernels.dequantize_planes(
+        planes, torch.zeros_like(ones), ones, (1, *shape), nbytes, False, backend=backend
+    )
     return values[:, 0].to(torch.int32)
 
 
@@ -232,7 +240,7 @@ class PaletteCoder:
         palettes = kernels.dequantize_planes(symbols, lo, scale, (c, k, 1), 1, False, backend=self.backend)
         choose = dither_indices if self.dither else nearest_indices
         indices = choose(latents, palettes[..., 0].permute(0, 2, 1).contiguous(), self.backend)
-        planes = torch.cat([symbols, _index_planes(indices, 1 if k <= 256 else 2, self.backend)], dim=1)
+        planes = torch.cat([symbols, _index_planes(indices, _index_bytes(k), self.backend)], dim=1)
         sizes = torch.full((b,), k, dtype=torch.int16, device=latents.device)
         return CodedBatch(_as_bytes(sizes, lo.half(), hi.half()), planes)
 
@@ -249,7 +257,7 @@ class PaletteCoder:
     def planes_size(self, params: bytes, shape: tuple[int, int, int]) -> int:
         c, h, w = shape
         k = self._parse(params, c)[0]
-        return c * k + h * w * (1 if k <= 256 else 2)
+        return c * k + h * w * _index_bytes(k)
 
     def decode(
         self,
@@ -266,7 +274,7 @@ class PaletteCoder:
             lo, scale = to_device(lo, self.device)[None], to_device((hi - lo) / 255, self.device)[None]
             row = planes[i : i + 1]
             palette = kernels.dequantize_planes(row[:, : c * k], lo, scale, (c, k, 1), 1, False, backend=self.backend)
-            nbytes = 1 if k <= 256 else 2
+            nbytes = _index_bytes(k)
             indices = _indices(row[:, c * k : c * k + h * w * nbytes], (h, w), nbytes, self.backend)
             if int(indices.max()) >= k:
                 raise CorruptStreamError("palette index out of range")
