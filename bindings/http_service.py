@@ -84,9 +84,9 @@ class _Handler(BaseHTTPRequestHandler):
                 data = self.server.queue.encode(body, **parse_options(url.query)).result()
                 return self._send(HTTPStatus.OK, data, MIME)
             image = self.server.queue.decode(body).result()
-        except (ValueError, LatentCodecError) as exc:
-            status = HTTPStatus.INTERNAL_SERVER_ERROR if isinstance(exc, EngineError) else HTTPStatus.BAD_REQUEST
-            return self._error(status, exc)
+        except Exception as exc:  # every failure gets an answer: 400 for the client's, 500 for the engine's
+            client_error = isinstance(exc, (ValueError, LatentCodecError)) and not isinstance(exc, EngineError)
+            return self._error(HTTPStatus.BAD_REQUEST if client_error else HTTPStatus.INTERNAL_SERVER_ERROR, exc)
         png = io.BytesIO()
         image.save(png, format="PNG")
         self._send(HTTPStatus.OK, png.getvalue(), "image/png")

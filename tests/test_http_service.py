@@ -77,3 +77,17 @@ def test_options_are_typed_from_the_query():
     }  # fmt: skip
     with pytest.raises(ValueError, match="bad value"):
         parse_options("level=high")
+
+
+def test_an_unexpected_engine_failure_is_a_500_not_a_dropped_connection(server, kodak_crop, monkeypatch):
+    from concurrent.futures import Future
+
+    def broken(*_args, **_kwargs):
+        future = Future()
+        future.set_exception(RuntimeError("device lost"))
+        return future
+
+    monkeypatch.setattr(server.queue, "encode", broken)
+    status, kind, payload = _request(server, "POST", "/encode", _png(kodak_crop))
+    assert status == 500 and kind == "application/json"
+    assert json.loads(payload) == {"error": "device lost", "type": "RuntimeError"}
