@@ -20,7 +20,7 @@ DEVICE = torch.device(os.environ.get("LATENTCODEC_BENCH_DEVICE", "cuda" if torch
 SIZES = [tuple(int(v) for v in s.split("x")) for s in os.environ.get("LATENTCODEC_BENCH_SIZES", "256x256").split(",")]
 BATCHES = [int(b) for b in os.environ.get("LATENTCODEC_BENCH_BATCHES", "1,8").split(",")]
 MODELS = os.environ.get("LATENTCODEC_BENCH_MODELS", "taef2").split(",")
-OPTIONS = {"mode": "uniform", "step": 0.5, "level": 3}
+OPTIONS = {"mode": "uniform", "step": 0.5, "level": 3, "denoiser": None}  # the VAE passes alone
 
 
 @pytest.fixture(scope="module", params=MODELS)

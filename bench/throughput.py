@@ -24,6 +24,9 @@ from latentcodec.engine.models import get_spec, load_model, register
 from latentcodec.engine.models.loaders import wrap_diffusers
 
 SD_VAE_ARCH = "sd-vae-arch"
+# what the suite encodes with: the VAE passes alone unless a denoiser is asked for
+DEFAULT_OPTIONS = {"mode": "uniform", "step": 0.5, "level": 3, "denoiser": None}
+
 # Stable Diffusion 1.x VAE (the diffusers AutoencoderKL config of sd-vae-ft-mse); weights are random here
 SD_VAE_CONFIG = {
     "in_channels": 3,
@@ -303,7 +306,7 @@ def run_suite(
     progress: Callable[[str], None] | None = None,
 ) -> Suite:
     """Measure engine (every batch size) and baseline encode and decode for each model and size."""
-    options = options or {"mode": "uniform", "step": 0.5, "level": 3}
+    options = options or DEFAULT_OPTIONS
     say = progress or (lambda _message: None)
     generator = torch.Generator().manual_seed(0)
     measurements, floors, kernel_times = [], {}, {}

@@ -1,4 +1,4 @@
-"""``latentcodec`` command line: encode, decode, info, bench."""
+"""``latentcodec`` command line: encode, decode, info, bench, rd, throughput, serve, train-denoiser."""
 
 from __future__ import annotations
 
@@ -74,7 +74,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         level=args.level,
         target_bpp=args.target_bpp,
+        target_psnr=args.target_psnr,
         effort=args.effort,
+        denoiser=args.denoiser,
     )
     try:
         EncodeOptions(**options)
@@ -93,7 +95,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     outputs = _outputs(args.inputs, args.output, "." + args.format)
     streams = [_read(p) for p in args.inputs]
     with _progress(len(streams), "decode") as bar:
-        results = decode_batch(streams, progress=bar.update)
+        results = decode_batch(streams, progress=bar.update, denoise=not args.no_denoise)
     return _report(args.inputs, results, outputs, lambda image, out: image.save(out))
 
 
@@ -163,7 +165,8 @@ def cmd_throughput(args: argparse.Namespace) -> int:
     with tqdm(desc="throughput", unit="step", disable=None, file=sys.stderr) as bar:
         suite = throughput.run_suite(
             models, args.sizes, args.batches, device, calls=args.calls, baseline_images=args.baseline_images,
-            compile=args.compile, progress=lambda message: (bar.set_postfix_str(message), bar.update()),
+            compile=args.compile, options={**throughput.DEFAULT_OPTIONS, "denoiser": args.denoiser},
+            progress=lambda message: (bar.set_postfix_str(message), bar.update()),
         )  # fmt: skip
     print(throughput.format_table(suite))
     if args.json:
@@ -173,8 +176,9 @@ def cmd_throughput(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_rd(args: argparse.Namespace) -> int:
-    from latentcodec.bench import rd, roundtrip
+def _benchmark_images(args: argparse.Namespace) -> list[Path]:
+    """The images of ``args.folder``: the first ``args.limit``, or all with ``args.all``."""
+    from latentcodec.bench import roundtrip
 
     folder = Path(args.folder)
     if not folder.is_dir():
@@ -182,6 +186,13 @@ def cmd_rd(args: argparse.Namespace) -> int:
     paths = roundtrip.image_files(folder)[: None if args.all else args.limit]
     if not paths:
         raise UserError(f"no images in {folder}")
+    return paths
+
+
+def cmd_rd(args: argparse.Namespace) -> int:
+    from latentcodec.bench import rd
+
+    paths, folder = _benchmark_images(args), Path(args.folder)
     from PIL import Image
 
     images = {p.name: Image.open(p).convert("RGB") for p in paths}
@@ -230,6 +241,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_image_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder")
+    parser.add_argument("--limit", type=int, default=6, help="the first N images (default 6)")
+    parser.add_argument("--all", action="store_true", help="every image in the folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="latentcodec", description="Latent-diffusion image codec.")
     parser.add_argument("--model", default="taef2", help="autoencoder id (default taef2)")
@@ -249,13 +266,18 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--alpha", default="keep", choices=["keep", "drop"])
     enc.add_argument("--level", type=int, default=19, help="zstd level 1..22")
     enc.add_argument("--target-bpp", type=float, help="choose step and scale to hit this many bits per pixel")
+    enc.add_argument("--target-psnr", type=float, help="the smallest stream whose decoded PSNR reaches this (dB)")
     enc.add_argument("--effort", type=int, default=0, help="latent refinement steps through the decoder (uniform)")
+    enc.add_argument(
+        "--denoiser", default="auto", help="latent denoiser the decoder runs: auto (model default), none, or an id"
+    )
     enc.set_defaults(run=cmd_encode)
 
     dec = sub.add_parser("decode", help="decode .lcz streams to images")
     dec.add_argument("inputs", nargs="+", type=Path)
     dec.add_argument("-o", "--output", type=Path, help="output file (one input) or folder")
     dec.add_argument("--format", default="png", help="file suffix when writing to a folder (default png)")
+    dec.add_argument("--no-denoise", action="store_true", help="skip the denoiser a stream asks for")
     dec.set_defaults(run=cmd_decode)
 
     inf = sub.add_parser("info", help="print stream headers")
@@ -272,9 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     ben.set_defaults(run=cmd_bench)
 
     rdp = sub.add_parser("rd", help="rate-distortion sweep against JPEG, WebP and AVIF, with BD-rates and plots")
-    rdp.add_argument("folder")
-    rdp.add_argument("--limit", type=int, default=6, help="the first N images (default 6)")
-    rdp.add_argument("--all", action="store_true", help="every image in the folder")
+    _add_image_set(rdp)
     rdp.add_argument("--targets", type=float, nargs="+", help="add a rate-controlled curve at these bpp")
     rdp.add_argument("--effort", type=int, help="add latent-uniform with this many refinement steps")
     rdp.add_argument("--codecs", help="comma-separated subset, e.g. jpeg,webp,latent-uniform-half")
@@ -295,10 +315,60 @@ def build_parser() -> argparse.ArgumentParser:
     thr.add_argument("--calls", type=int, default=8, help="timed batches per engine setting")
     thr.add_argument("--baseline-images", type=int, default=8, help="timed images per baseline setting")
     thr.add_argument("--compile", action="store_true", help="run the engine's passes through torch.compile")
+    thr.add_argument("--denoiser", help="streams name this denoiser (auto: the model's), so decode runs it too")
     thr.add_argument("--json", help="write every measurement here")
     thr.add_argument("--plot", help="write a PNG of images/s against batch size here")
     thr.set_defaults(run=cmd_throughput)
+
+    dng = sub.add_parser("denoise-gain", help="PSNR and MS-SSIM of streams decoded with and without the denoiser")
+    _add_image_set(dng)
+    dng.add_argument("--json", help="write every record and the summary here")
+    dng.set_defaults(run=cmd_denoise_gain)
+
+    ent = sub.add_parser("entropy", help="bytes of zstd against other entropy coders on uniform latent symbols")
+    ent.add_argument("folder")
+    ent.add_argument("--dictionary-from", help="folder of images to train a zstd dictionary on (not the benchmark)")
+    ent.add_argument("--limit", type=int, help="the first N images")
+    ent.add_argument("--steps", type=float, nargs="+", default=[1.0, 2.0, 4.0])
+    ent.set_defaults(run=cmd_entropy)
+
+    trn = sub.add_parser("train-denoiser", help="train the latent denoiser (see engine/denoise/training.py)")
+    trn.add_argument("args", nargs=argparse.REMAINDER, help="data folder, output file and training options")
+    trn.set_defaults(run=cmd_train_denoiser)
     return parser
+
+
+def cmd_denoise_gain(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from latentcodec.bench import denoise
+
+    paths = _benchmark_images(args)
+    with _progress(len(paths) * len(denoise.OPERATING_POINTS), "denoise-gain") as bar:
+        records = denoise.run(_codec(args), paths, progress=bar.update)
+    summary = denoise.summarize(records)
+    print(denoise.format_table(summary))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"summary": summary, "records": [asdict(r) for r in records]}, indent=1))
+    return EXIT_OK
+
+
+def cmd_entropy(args: argparse.Namespace) -> int:
+    from latentcodec.bench import entropy, roundtrip
+
+    paths = roundtrip.image_files(Path(args.folder))[: args.limit]
+    extra = roundtrip.image_files(Path(args.dictionary_from))[:12] if args.dictionary_from else []
+    table = entropy.study(_codec(args), paths, extra, args.steps)
+    for step, row in table.items():
+        print(f"step {step}: " + ", ".join(f"{method} {size:.0f} B" for method, size in row.items()))
+    return EXIT_OK
+
+
+def cmd_train_denoiser(args: argparse.Namespace) -> int:
+    from latentcodec.engine.denoise.training import main as train_main
+
+    train_main(args.args)
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

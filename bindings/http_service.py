@@ -4,7 +4,7 @@
 
 - ``POST /encode?mode=uniform&quality=50`` (any :class:`EncodeOptions` field as a query parameter), body an
   image file: 200 with the stream (``image/x-latentcodec``).
-- ``POST /decode``, body a stream: 200 with a PNG.
+- ``POST /decode`` (``?denoise=0`` skips the denoiser the stream names), body a stream: 200 with a PNG.
 - ``GET /health``: 200 with JSON (model, device, batching).
 
 Errors are JSON ``{"error": ..., "type": ...}``: 400 for bad input or options, 404, 411 without a length,
@@ -31,6 +31,16 @@ from latentcodec.engine.queue import RequestQueue
 MAX_BODY = 64 << 20
 _BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(EncodeOptions)}
+
+
+def parse_decode_options(query: str) -> bool:
+    """Whether to run the stream's denoiser: ``denoise=0`` (or false, no) skips it."""
+    denoise = True
+    for name, text in parse_qsl(query, keep_blank_values=True):
+        if name != "denoise" or text.lower() not in _BOOLEANS:
+            raise ValueError(f"unknown decode option {name}={text!r}")
+        denoise = _BOOLEANS[text.lower()]
+    return denoise
 
 
 def parse_options(query: str) -> dict:
@@ -83,7 +93,7 @@ class _Handler(BaseHTTPRequestHandler):
             if url.path == "/encode":
                 data = self.server.queue.encode(body, **parse_options(url.query)).result()
                 return self._send(HTTPStatus.OK, data, MIME)
-            image = self.server.queue.decode(body).result()
+            image = self.server.queue.decode(body, denoise=parse_decode_options(url.query)).result()
         except Exception as exc:  # every failure gets an answer: 400 for the client's, 500 for the engine's
             client_error = isinstance(exc, (ValueError, LatentCodecError)) and not isinstance(exc, EngineError)
             return self._error(HTTPStatus.BAD_REQUEST if client_error else HTTPStatus.INTERNAL_SERVER_ERROR, exc)

@@ -39,12 +39,15 @@ def encode_batch(images: Sequence[ImageInput], *, model: str = DEFAULT_MODEL, **
     return codec_for(model).encode_batch(images, **options)
 
 
-def decode(data: bytes) -> Image.Image:
-    """Decode latentcodec bytes with the model that made them."""
-    return decode_batch([data])[0].unwrap()
+def decode(data: bytes, *, denoise: bool = True) -> Image.Image:
+    """Decode latentcodec bytes with the model that made them (and the denoiser it names, unless ``denoise``
+    is False)."""
+    return decode_batch([data], denoise=denoise)[0].unwrap()
 
 
-def decode_batch(streams: Sequence[bytes], *, progress: Progress | None = None) -> list[Result[Image.Image]]:
+def decode_batch(
+    streams: Sequence[bytes], *, progress: Progress | None = None, denoise: bool = True
+) -> list[Result[Image.Image]]:
     """Decode many streams (of any models); one :class:`Result` per stream."""
     results: list[Result[Image.Image] | None] = [None] * len(streams)
     by_model: dict[str, list[int]] = {}
@@ -58,7 +61,7 @@ def decode_batch(streams: Sequence[bytes], *, progress: Progress | None = None) 
             if progress:
                 progress(1)
     for model_id, members in by_model.items():
-        decoded = codec_for(model_id).decode_batch([streams[i] for i in members], progress=progress)
+        decoded = codec_for(model_id).decode_batch([streams[i] for i in members], progress=progress, denoise=denoise)
         for index, result in zip(members, decoded, strict=True):
             results[index] = result
     return results  # type: ignore[return-value]
@@ -78,7 +81,8 @@ class StreamInfo:
     coded_height: int
     color: str
     alpha: bool
-    denoise: bool
+    denoiser: str | None
+    noise_level: float | None
     params_bytes: int
     latent_bytes: int
     alpha_bytes: int
@@ -104,7 +108,8 @@ def info(data: bytes) -> StreamInfo:
         coded_height=h.coded_height,
         color=h.kind.pil_mode,
         alpha=h.has_alpha,
-        denoise=h.denoise,
+        denoiser=h.denoiser.denoiser_id if h.denoiser else None,
+        noise_level=h.denoiser.noise_level if h.denoiser else None,
         params_bytes=len(stream.params),
         latent_bytes=len(stream.latents),
         alpha_bytes=len(stream.alpha),

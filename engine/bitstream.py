@@ -1,29 +1,35 @@
-"""The latentcodec container (``.lcz``), version 1. All integers little-endian.
+"""The latentcodec container (``.lcz``), versions 1 and 2. All integers little-endian.
 
 ======  =========================================================================
 bytes   field
 ======  =========================================================================
 4       magic ``\\x89LCZ``
-1       version (1)
-1       flags: bit 0 alpha plane present, bit 1 denoiser expected; others zero
+1       version: 1, or 2 when a denoiser is named (writers pick the lowest that holds the stream)
+1       flags: bit 0 alpha plane present, bit 1 denoiser expected (version 2 only); others zero
 1       colour kind of the decoded image (0 L, 1 LA, 2 RGB, 3 RGBA)
 1       coding mode (0 scalar8, 1 uniform, 2 palette)
 4+4     width, height of the decoded image
 4+4     coded width, height: the image size the encoder saw (before padding)
 1+n     model id (ASCII, n <= 64)
 8       model fingerprint (hash of the weights)
+        version 2, when bit 1 is set: the denoiser the encoder expects before the decoder
+1+n       denoiser id (ASCII, n <= 64)
+8         denoiser fingerprint
+2         noise level: RMS quantization error per latent (float16), the denoiser's conditioning
 4+n     mode parameters
 4+n     latent symbols: one zstd frame of channel-major planes
 4+n     alpha plane: one zstd frame of ``height x width`` bytes (empty when absent)
 4       CRC-32 of every byte before it
 ======  =========================================================================
 
-The latent grid is ``ceil(coded / downsample)`` of the model; the decoder crops the decoded image to the
+Readers accept both versions; a version-1 stream never names a denoiser. The latent grid is
+``ceil(coded / downsample)`` of the model; the decoder crops the decoded image to the
 coded size and resizes it to the decoded size when the two differ.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -40,7 +46,8 @@ from latentcodec.engine.images import MAX_PIXELS, MAX_SIDE, ColorKind
 from latentcodec.engine.models.autoencoder import FINGERPRINT_BYTES
 
 MAGIC = b"\x89LCZ"
-VERSION = 1
+VERSION = 2  # the newest version this module reads and writes
+VERSIONS = (1, 2)
 FLAG_ALPHA = 1
 FLAG_DENOISE = 2
 _KNOWN_FLAGS = FLAG_ALPHA | FLAG_DENOISE
@@ -49,6 +56,16 @@ MAX_MODEL_ID = 64
 _FIXED = struct.Struct("<4sBBBBIIII")
 _U8 = struct.Struct("<B")
 _U32 = struct.Struct("<I")
+_F16 = struct.Struct("<e")
+
+
+@dataclass(frozen=True)
+class DenoiserRef:
+    """The denoiser a stream was encoded for, and the noise level it is conditioned on."""
+
+    denoiser_id: str
+    fingerprint: bytes
+    noise_level: float
 
 
 @dataclass(frozen=True)
@@ -63,16 +80,21 @@ class Header:
     coded_height: int
     model_id: str
     fingerprint: bytes
-    flags: int = 0
-    version: int = VERSION
+    has_alpha: bool = False
+    denoiser: DenoiserRef | None = None
 
     @property
-    def has_alpha(self) -> bool:
-        return bool(self.flags & FLAG_ALPHA)
+    def flags(self) -> int:
+        return (FLAG_ALPHA if self.has_alpha else 0) | (FLAG_DENOISE if self.denoiser else 0)
+
+    @property
+    def version(self) -> int:
+        """The lowest version that holds this header."""
+        return 2 if self.denoiser else 1
 
     @property
     def denoise(self) -> bool:
-        return bool(self.flags & FLAG_DENOISE)
+        return self.denoiser is not None
 
     def latent_size(self, downsample: int) -> tuple[int, int]:
         """(height, width) of the latent grid."""
@@ -94,18 +116,22 @@ def _check_size(width: int, height: int, what: str) -> None:
         raise CorruptStreamError(f"{what} {width}x{height} outside the supported range")
 
 
+def _identity(name: str, fingerprint: bytes) -> list[bytes]:
+    encoded = name.encode("ascii")
+    if len(encoded) > MAX_MODEL_ID or len(fingerprint) != FINGERPRINT_BYTES:
+        raise ValueError(f"id {name!r} too long or fingerprint of the wrong size")
+    return [_U8.pack(len(encoded)), encoded, fingerprint]
+
+
 def pack(stream: Stream) -> bytes:
     """Serialize a stream (checksum appended)."""
     h = stream.header
-    model_id = h.model_id.encode("ascii")
-    if len(model_id) > MAX_MODEL_ID or len(h.fingerprint) != FINGERPRINT_BYTES:
-        raise ValueError("model id too long or fingerprint of the wrong size")
     parts = [
         _FIXED.pack(MAGIC, h.version, h.flags, h.kind, h.mode, h.width, h.height, h.coded_width, h.coded_height),
-        _U8.pack(len(model_id)),
-        model_id,
-        h.fingerprint,
+        *_identity(h.model_id, h.fingerprint),
     ]
+    if h.denoiser:
+        parts += [*_identity(h.denoiser.denoiser_id, h.denoiser.fingerprint), _F16.pack(h.denoiser.noise_level)]
     for section in (stream.params, stream.latents, stream.alpha):
         parts += [_U32.pack(len(section)), section]
     body = b"".join(parts)
@@ -141,33 +167,47 @@ def unpack(data: bytes) -> Stream:
     if len(data) < _FIXED.size + _U32.size:
         raise TruncatedStreamError(f"stream of {len(data)} bytes is shorter than its header")
     version = data[len(MAGIC)]
-    if version != VERSION:
-        raise UnsupportedVersionError(f"bitstream version {version} is not supported (this reads {VERSION})")
+    if version not in VERSIONS:
+        raise UnsupportedVersionError(f"bitstream version {version} is not supported (this reads 1 to {VERSION})")
     body, (crc,) = data[:-4], _U32.unpack(data[-4:])
     if zlib.crc32(body) != crc:
         raise ChecksumError("checksum mismatch: the stream is corrupt or truncated")
     reader = _Reader(body, len(body))
     _, version, flags, kind, mode, width, height, coded_w, coded_h = reader.unpack(_FIXED)
-    if flags & ~_KNOWN_FLAGS:
-        raise CorruptStreamError(f"unknown flags {flags:#x}")
+    if flags & ~_KNOWN_FLAGS or (version == 1 and flags & FLAG_DENOISE):
+        raise CorruptStreamError(f"unknown flags {flags:#x} for version {version}")
     try:
         kind, mode = ColorKind(kind), CodingMode(mode)
     except ValueError as exc:
         raise CorruptStreamError(str(exc)) from None
     _check_size(width, height, "image size")
     _check_size(coded_w, coded_h, "coded size")
-    (id_length,) = reader.unpack(_U8)
-    if id_length > MAX_MODEL_ID:
-        raise CorruptStreamError("model id too long")
-    try:
-        model_id = reader.take(id_length).decode("ascii")
-    except UnicodeDecodeError:
-        raise CorruptStreamError("model id is not ASCII") from None
-    fingerprint = reader.take(FINGERPRINT_BYTES)
+    model_id, fingerprint = _read_identity(reader, "model")
+    denoiser = None
+    if flags & FLAG_DENOISE:
+        denoiser_id, denoiser_fingerprint = _read_identity(reader, "denoiser")
+        (noise_level,) = reader.unpack(_F16)
+        if not (math.isfinite(noise_level) and noise_level >= 0) or not denoiser_id:
+            raise CorruptStreamError(f"bad denoiser entry {denoiser_id!r} at noise level {noise_level}")
+        denoiser = DenoiserRef(denoiser_id, denoiser_fingerprint, noise_level)
+    elif version != 1:
+        raise CorruptStreamError(f"a version {version} stream without a denoiser (writers use version 1)")
     params, latents, alpha = reader.section(), reader.section(), reader.section()
     if reader.pos != len(body):
         raise CorruptStreamError(f"{len(body) - reader.pos} unexpected bytes after the last section")
     if bool(flags & FLAG_ALPHA) != bool(alpha) or bool(flags & FLAG_ALPHA) != kind.has_alpha:
         raise CorruptStreamError("alpha flag, colour kind and alpha section disagree")
-    header = Header(kind, mode, width, height, coded_w, coded_h, model_id, fingerprint, flags, version)
+    has_alpha = bool(flags & FLAG_ALPHA)
+    header = Header(kind, mode, width, height, coded_w, coded_h, model_id, fingerprint, has_alpha, denoiser)
     return Stream(header, params, latents, alpha)
+
+
+def _read_identity(reader: _Reader, what: str) -> tuple[str, bytes]:
+    (length,) = reader.unpack(_U8)
+    if length > MAX_MODEL_ID:
+        raise CorruptStreamError(f"{what} id too long")
+    try:
+        name = reader.take(length).decode("ascii")
+    except UnicodeDecodeError:
+        raise CorruptStreamError(f"{what} id is not ASCII") from None
+    return name, reader.take(FINGERPRINT_BYTES)

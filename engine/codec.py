@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import cache, cached_property
@@ -22,8 +22,9 @@ from PIL import Image
 
 from latentcodec.engine import bitstream, entropy, latent_refinement, rate_control
 from latentcodec.engine.batching import batches_by_key
-from latentcodec.engine.bitstream import FLAG_ALPHA, Header, Stream
+from latentcodec.engine.bitstream import DenoiserRef, Header, Stream
 from latentcodec.engine.coding import Coder, decoder_for, planes_tensor
+from latentcodec.engine.denoise.registry import LoadedDenoiser, load_denoiser
 from latentcodec.engine.errors import (
     EngineError,
     InvalidImageError,
@@ -64,6 +65,7 @@ class _DecodeJob:
     params: bytes
     planes: bytes
     alpha: np.ndarray | None
+    denoiser: tuple[str, Hashable] | None = None  # (denoiser id, schedule key) when it runs
 
 
 @dataclass
@@ -113,7 +115,7 @@ class Codec:
     CUDA graphs on GPU. ``channels_last`` sets the activation layout. ``compile`` runs the passes through
     ``torch.compile`` (fuses normalisation and activations: about 2x on an H100, at a one-off compile cost
     of seconds to a minute per pass). ``host_threads`` sizes the pool that decodes images and runs zstd
-    beside the device.
+    beside the device. ``denoiser_source`` overrides where a diffusers denoiser (``sd-unet``) is loaded from.
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class Codec:
         channels_last: bool = True,
         compile: bool = False,
         host_threads: int | None = None,
+        denoiser_source: str | None = None,
     ) -> None:
         self.model_id = get_spec(model).model_id  # fails early for unknown ids
         self.device = torch.device(device) if device is not None else _default_device()
@@ -140,6 +143,8 @@ class Codec:
         # channels-last activations: faster on tensor cores, and 1.3-1.5x faster on the CPU (oneDNN)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.compile = compile
+        self.denoiser_source = denoiser_source
+        self._denoised_passes: dict[tuple, PassRunner] = {}
         self._host = ThreadPoolExecutor(host_threads or min(32, os.cpu_count() or 1), "latentcodec-host")
 
     @cached_property
@@ -152,7 +157,7 @@ class Codec:
         """The loaded model's latent-space description (diffusers configs may refine the registry's)."""
         return self.model.spec
 
-    def _runner(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> PassRunner:
+    def _runner(self, fn: Callable[..., torch.Tensor]) -> PassRunner:
         # one image per eager pass on the CPU, where batching only spills caches
         max_rows = 1 if self.device.type == "cpu" else None
         fn = torch.compile(fn, dynamic=True) if self.compile else fn  # one compile serves every shape
@@ -168,6 +173,20 @@ class Codec:
         """Latents -> RGB images in [0, 1], on the device."""
         return self._runner(lambda z: self.model.decode(z).clamp_(0, 1))
 
+    def denoiser(self, denoiser_id: str) -> LoadedDenoiser:
+        """A denoiser on this codec's device and dtype (loaded on first use, cached)."""
+        return load_denoiser(denoiser_id, self.device, self.dtype, self.denoiser_source, self.memory_format)
+
+    def denoised_decoder_pass(self, denoiser_id: str, key) -> PassRunner:
+        """(Latents, noise levels ``[B]``) -> RGB in [0, 1]: the denoiser and the decoder as one pass (one
+        CUDA graph per shape on GPU), for streams whose schedule key is ``key``."""
+        if (denoiser_id, key) not in self._denoised_passes:
+            denoise = self.denoiser(denoiser_id).pass_fn(key)
+            self._denoised_passes[denoiser_id, key] = self._runner(
+                lambda z, sigma: self.model.decode(denoise(z, sigma)).clamp_(0, 1)
+            )
+        return self._denoised_passes[denoiser_id, key]
+
     def close(self) -> None:
         """Stop the host threads (the codec stays usable for nothing after this)."""
         self._host.shutdown()
@@ -182,7 +201,7 @@ class Codec:
         self, images: Sequence[ImageInput], *, progress: Progress | None = None, **options
     ) -> list[Result[bytes]]:
         """Encode many images; one :class:`Result` per image."""
-        opts = EncodeOptions(**options)
+        opts = self._options(options)
         results: list[Result[bytes] | None] = [None] * len(images)
         keep_alpha = opts.alpha == "keep"
         ready = self._on_host(lambda image: prepare(image, keep_alpha), images, results, progress)
@@ -191,7 +210,7 @@ class Codec:
 
     def encode_tensors(self, images: torch.Tensor | Sequence[torch.Tensor], **options) -> list[bytes]:
         """Encode RGB tensors (``[B, 3, H, W]`` or a list of ``[3, H, W]``; float in [0, 1] or uint8)."""
-        opts = EncodeOptions(**options)
+        opts = self._options(options)
         ready = {}
         for index, rgb in enumerate(images):
             if rgb.ndim != 3 or rgb.shape[0] != 3 or not (rgb.is_floating_point() or rgb.dtype == torch.uint8):
@@ -210,15 +229,21 @@ class Codec:
         self._encode_prepared(ready, opts, results, None)
         return [r.unwrap() for r in results]  # type: ignore[union-attr]
 
+    def _options(self, options: dict) -> EncodeOptions:
+        opts = EncodeOptions(**options)
+        opts.denoiser_for(self.model_id)  # a denoiser of another latent space fails here, before any work
+        return opts
+
     def _encode_prepared(
         self, ready: dict[int, PreparedImage], opts: EncodeOptions, results: list, progress: Progress | None
     ) -> None:
-        if opts.target_bpp is None:
+        if opts.target_bpp is None and opts.target_psnr is None:
             jobs = {i: self._encode_job(p.rgb, p.alpha, p.kind, opts) for i, p in ready.items()}
             self._encode_jobs(jobs, opts, results, progress)
             return
+        search = self._encode_to_rate if opts.target_bpp is not None else self._encode_to_quality
         for index, prepared in ready.items():  # rate control: one image at a time
-            self._run_isolated([index], lambda _members, p=prepared: [Result(self._encode_to_rate(p, opts))], results)
+            self._run_isolated([index], lambda _members, p=prepared: [Result(search(p, opts))], results)
             if progress:
                 progress(1)
 
@@ -228,25 +253,48 @@ class Codec:
         budget = opts.target_bpp * width * height / 8
         reference = _to_unit(prepared.rgb, torch.float32)
         candidates = []
-        for scale in rate_control.SCALES:
-            at_scale = replace(opts, scale=scale, target_bpp=None, quality=None)
-            job = self._encode_job(prepared.rgb, prepared.alpha, prepared.kind, at_scale)
-            latents = self._latents(job.rgb[None])
+        for stream in self._streams_at_scales(prepared, opts):
+            data = stream(rate_control.finest_step_within(lambda step, stream=stream: len(stream(step)), budget))
+            candidates.append(self._candidate(data, reference))
+        return rate_control.choose(candidates, budget)
+
+    def _encode_to_quality(self, prepared: PreparedImage, opts: EncodeOptions) -> bytes:
+        """The smallest stream whose decoded PSNR reaches ``opts.target_psnr``, over the candidate scales (the
+        best-PSNR stream tried when none does)."""
+        reference = _to_unit(prepared.rgb, torch.float32)
+        reached, tried = [], []
+        for stream in self._streams_at_scales(prepared, opts):
 
             @cache
-            def stream(step: float, job=job, latents=latents, at_scale=at_scale) -> bytes:
-                return self._pack_latents(job, latents, replace(at_scale, step=step))
+            def quality(step: float, stream=stream) -> float:
+                tried.append(self._candidate(stream(step), reference))
+                return tried[-1].psnr
 
-            data = stream(rate_control.finest_step_within(lambda step, stream=stream: len(stream(step)), budget))
-            decoded = self.decode_tensors([data])[0]
-            candidates.append(rate_control.Candidate(data, rate_control.psnr(reference, decoded)))
-        return rate_control.choose(candidates, budget)
+            step = rate_control.coarsest_step_reaching(quality, opts.target_psnr)
+            if step is not None:
+                reached.append(stream(step))
+        return min(reached, key=len) if reached else max(tried, key=lambda c: c.psnr).data
+
+    def _streams_at_scales(self, prepared: PreparedImage, opts: EncodeOptions):
+        """For each rate-control scale, ``step -> stream`` (cached) over latents computed once for that scale."""
+        for scale in rate_control.SCALES:
+            at_scale = replace(opts, scale=scale, target_bpp=None, target_psnr=None, quality=None)
+            job = self._encode_job(prepared.rgb, prepared.alpha, prepared.kind, at_scale)
+            latents = self._latents(job.rgb[None])
+            yield cache(lambda step, job=job, latents=latents, at_scale=at_scale: self._pack_latents(
+                job, latents, replace(at_scale, step=step)
+            ))  # fmt: skip
+
+    def _candidate(self, data: bytes, reference: torch.Tensor) -> rate_control.Candidate:
+        """A stream and the PSNR of its decoded image against ``reference``."""
+        return rate_control.Candidate(data, rate_control.psnr(reference, self.decode_tensors([data])[0]))
 
     def _pack_latents(self, job: _EncodeJob, latents: torch.Tensor, opts: EncodeOptions) -> bytes:
         """The stream of one image's latents ``[1, C, h, w]`` under ``opts``."""
         coder = opts.coder(self.backend, self.device)
         coded = coder.encode(latents)
-        return self._pack(job, coder, HostCopy(coded.params), HostCopy(coded.planes), 0, opts)
+        copies = (HostCopy(coded.params), HostCopy(coded.planes), HostCopy(coded.noise))
+        return self._pack(job, coder, *copies, 0, opts)
 
     @staticmethod
     def _encode_job(rgb: torch.Tensor, alpha, kind: ColorKind, opts: EncodeOptions) -> _EncodeJob:
@@ -265,9 +313,9 @@ class Codec:
         def on_device(members: list[int]) -> list[Result[Future]]:
             images = _stack([jobs[i].rgb for i in members], self.device)
             coded = coder.encode(self._refined(self._latents(images), images, opts))
-            params, planes = HostCopy(coded.params), HostCopy(coded.planes)
+            params, planes, noise = HostCopy(coded.params), HostCopy(coded.planes), HostCopy(coded.noise)
             return [
-                Result(self._host.submit(self._pack, jobs[i], coder, params, planes, row, opts))
+                Result(self._host.submit(self._pack, jobs[i], coder, params, planes, noise, row, opts))
                 for row, i in enumerate(members)
             ]
 
@@ -282,21 +330,42 @@ class Codec:
         return self.encoder_pass(padded)
 
     def _refined(self, latents: torch.Tensor, images: torch.Tensor, opts: EncodeOptions) -> torch.Tensor:
-        """Latents after ``opts.effort`` refinement steps through a float32 copy of the decoder."""
+        """Latents after ``opts.effort`` refinement steps through float32 copies of the decoder side (the
+        stream's denoiser, then the decoder)."""
         if not opts.effort:
             return latents
         decoder = load_model(self.model_id, self.device, torch.float32, self.source, self.memory_format)
+        denoiser_id = opts.denoiser_for(self.model_id)
+        if denoiser_id is None:
+            decode = lambda quantized, _noise: decoder.decode(quantized)  # noqa: E731
+        else:
+            placement = (self.device, torch.float32, self.denoiser_source, self.memory_format)
+            loaded = load_denoiser(denoiser_id, *placement)
+            denoise = loaded.pass_fn(loaded.schedule_key(opts.step_value / 12**0.5, opts.mode))
+            decode = lambda quantized, noise: decoder.decode(denoise(quantized, noise))  # noqa: E731
         target = _to_unit(pad_to_multiple(images, self.spec.downsample), torch.float32).to(self.device)
-        return latent_refinement.refine(decoder.decode, latents, target, opts.step_value, opts.effort)
+        return latent_refinement.refine(decode, latents, target, opts.step_value, opts.effort)
 
     def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
         """Float latents ``[B, C, h, w]`` (on the codec's device) of RGB images ``[B, 3, H, W]`` in [0, 1]."""
         return self._latents(images).float().contiguous()
 
     def _pack(
-        self, job: _EncodeJob, coder: Coder, params: HostCopy, planes: HostCopy, row: int, opts: EncodeOptions
+        self,
+        job: _EncodeJob,
+        coder: Coder,
+        params: HostCopy,
+        planes: HostCopy,
+        noise: HostCopy,
+        row: int,
+        opts: EncodeOptions,
     ) -> bytes:
         model = self.model
+        denoiser_id = opts.denoiser_for(self.model_id)
+        denoiser = None
+        if denoiser_id:
+            loaded = self.denoiser(denoiser_id)
+            denoiser = DenoiserRef(denoiser_id, loaded.fingerprint, float(noise.get()[row]))
         height, width = job.rgb.shape[1:]
         down = model.spec.downsample
         mode_params = params.get()[row].numpy().tobytes()
@@ -311,60 +380,82 @@ class Codec:
             coded_height=height,
             model_id=model.spec.model_id,
             fingerprint=model.fingerprint,
-            flags=FLAG_ALPHA if job.alpha is not None else 0,
+            has_alpha=job.alpha is not None,
+            denoiser=denoiser,
         )
         alpha = entropy.compress(job.alpha.tobytes(), opts.level) if job.alpha is not None else b""
         return bitstream.pack(Stream(header, mode_params, entropy.compress(symbols, opts.level), alpha))
 
     # ----------------------------------------------------------------------------------------- decoding
 
-    def decode(self, data: bytes) -> Image.Image:
-        """Decode one stream to a Pillow image (L, LA, RGB or RGBA as recorded)."""
-        return self.decode_batch([data])[0].unwrap()
+    def decode(self, data: bytes, *, denoise: bool = True) -> Image.Image:
+        """Decode one stream to a Pillow image (L, LA, RGB or RGBA as recorded).
 
-    def decode_batch(self, streams: Sequence[bytes], *, progress: Progress | None = None) -> list[Result[Image.Image]]:
+        ``denoise=False`` skips the denoiser the stream asks for (faster, and needs no denoiser weights).
+        """
+        return self.decode_batch([data], denoise=denoise)[0].unwrap()
+
+    def decode_batch(
+        self, streams: Sequence[bytes], *, progress: Progress | None = None, denoise: bool = True
+    ) -> list[Result[Image.Image]]:
         """Decode many streams; one :class:`Result` per stream."""
-        return self._decode(streams, progress, to_pil=True)
+        return self._decode(streams, progress, to_pil=True, denoise=denoise)
 
-    def decode_tensors(self, streams: Sequence[bytes]) -> list[torch.Tensor]:
+    def decode_tensors(self, streams: Sequence[bytes], *, denoise: bool = True) -> list[torch.Tensor]:
         """Decode streams to RGB tensors ``[3, H, W]`` in [0, 1]; raises the first failure."""
-        return [r.unwrap().rgb for r in self.decode_batch_tensors(streams)]
+        return [r.unwrap().rgb for r in self.decode_batch_tensors(streams, denoise=denoise)]
 
     def decode_batch_tensors(
-        self, streams: Sequence[bytes], *, progress: Progress | None = None
+        self, streams: Sequence[bytes], *, progress: Progress | None = None, denoise: bool = True
     ) -> list[Result[DecodedImage]]:
         """Decode many streams to :class:`DecodedImage` results."""
-        return self._decode(streams, progress, to_pil=False)
+        return self._decode(streams, progress, to_pil=False, denoise=denoise)
 
-    def _decode(self, streams: Sequence[bytes], progress: Progress | None, to_pil: bool) -> list[Result]:
+    def _decode(self, streams: Sequence[bytes], progress: Progress | None, to_pil: bool, denoise: bool) -> list[Result]:
         results: list[Result | None] = [None] * len(streams)
-        jobs = self._on_host(self._decode_job, streams, results, progress)
+        jobs = self._on_host(lambda data: self._decode_job(data, denoise), streams, results, progress)
 
         def on_device(members: list[int]) -> list[Result[Future]]:
-            header = jobs[members[0]].header
-            shape = (self.spec.latent_channels, *header.latent_size(self.spec.downsample))
-            coder = decoder_for(header.mode, self.backend, self.device)
+            job = jobs[members[0]]
+            shape = (self.spec.latent_channels, *job.header.latent_size(self.spec.downsample))
+            coder = decoder_for(job.header.mode, self.backend, self.device)
             planes = planes_tensor([jobs[i].planes for i in members], self.device)
             params = [jobs[i].params for i in members]
             latents = coder.decode(params, planes, shape, dtype=self.dtype, memory_format=self.memory_format)
+            if job.denoiser is None:
+                decoded = self.decoder_pass(latents)
+            else:
+                levels = [jobs[i].header.denoiser.noise_level for i in members]  # type: ignore[union-attr]
+                sigma = torch.tensor(levels, dtype=self.dtype)
+                decoded = self.denoised_decoder_pass(*job.denoiser)(latents, sigma)
             # float32 made on the device: conversions in the host threads would oversubscribe the CPU's
             # intra-op threads (run 5 vs 6 on an H100: 1199 vs 961 images/s, taef2 512x512 b32)
-            images = HostCopy(self.decoder_pass(latents).float())
+            images = HostCopy(decoded.float())
             return [
                 Result(self._host.submit(self._finish, jobs[i], images, row, to_pil)) for row, i in enumerate(members)
             ]
 
         def key(i: int) -> tuple:
             h = jobs[i].header
-            return h.mode, h.latent_size(self.spec.downsample), len(jobs[i].planes)
+            return h.mode, h.latent_size(self.spec.downsample), len(jobs[i].planes), jobs[i].denoiser
 
         self._pipeline(batches_by_key(jobs, key, self.batch_size), on_device, results, progress)
         return results  # type: ignore[return-value]
 
-    def _decode_job(self, data: bytes) -> _DecodeJob:
+    def _decode_job(self, data: bytes, denoise: bool) -> _DecodeJob:
         stream = bitstream.unpack(data)
         header = stream.header
         self.check_model(header)
+        denoiser = None
+        if denoise and header.denoiser:
+            ref = header.denoiser
+            loaded = self.denoiser(ref.denoiser_id)
+            if loaded.fingerprint != ref.fingerprint:
+                raise ModelMismatchError(
+                    f"stream expects denoiser {ref.denoiser_id!r} weights {ref.fingerprint.hex()}, but the loaded "
+                    f"weights are {loaded.fingerprint.hex()}; decode with denoise=False to skip it"
+                )
+            denoiser = (ref.denoiser_id, loaded.schedule_key(ref.noise_level, header.mode))
         shape = (self.spec.latent_channels, *header.latent_size(self.spec.downsample))
         coder = decoder_for(header.mode, self.backend, self.device)
         planes = entropy.decompress(stream.latents, coder.planes_size(stream.params, shape))
@@ -372,7 +463,7 @@ class Codec:
         if header.has_alpha:
             raw = entropy.decompress(stream.alpha, header.width * header.height)
             alpha = np.frombuffer(raw, dtype=np.uint8).reshape(header.height, header.width)
-        return _DecodeJob(header, stream.params, planes, alpha)
+        return _DecodeJob(header, stream.params, planes, alpha, denoiser)
 
     def check_model(self, header: Header) -> None:
         """Raise ModelMismatchError unless this codec's model made the stream."""

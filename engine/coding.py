@@ -44,10 +44,17 @@ class CodedBatch:
     ``params`` is ``[B, p]`` uint8: each row is one image's mode parameters as stored in the header.
     ``planes`` is ``[B, n]`` uint8: each row starts with the image's channel-major byte planes, exactly the
     bytes the entropy stage compresses; rows may be longer (``planes_size`` of the parameters says how long).
+    ``noise`` is ``[B]`` float32: each image's RMS quantization error per latent (what a denoiser is told).
     """
 
     params: torch.Tensor
     planes: torch.Tensor
+    noise: torch.Tensor
+
+
+def rms_error(latents: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
+    """RMS difference per image ``[B]`` (float32)."""
+    return (quantized.float() - latents.float()).square_().flatten(1).mean(1).sqrt_()
 
 
 def to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -125,8 +132,11 @@ class Scalar8Coder:
 
     def encode(self, latents: torch.Tensor) -> CodedBatch:
         lo, hi = _channel_ranges(latents)
+        scale = ((hi - lo) / 255)[..., None, None]
+        levels = ((latents.float() - lo[..., None, None]) / scale).round_().clamp_(0, 255)
+        noise = rms_error(latents, levels * scale + lo[..., None, None])
         planes = kernels.quantize_planes(latents, lo, (hi - lo) / 255, 0, 255, 1, self.backend)
-        return CodedBatch(_as_bytes(lo.half(), hi.half()), planes)
+        return CodedBatch(_as_bytes(lo.half(), hi.half()), planes, noise)
 
     def planes_size(self, params: bytes, shape: tuple[int, int, int]) -> int:
         return shape[0] * shape[1] * shape[2]
@@ -175,7 +185,8 @@ class UniformCoder:
         widths = torch.where(peaks <= 127, 1, 2).to(torch.uint8)
         steps = torch.full((b, c), self.step, device=latents.device)
         planes = kernels.quantize_planes(latents, torch.zeros_like(steps), steps, -32767, 32767, 2, self.backend)
-        return CodedBatch(_as_bytes(steps[:, 0], widths), planes)
+        noise = rms_error(latents, latents.float().div(self.step).round_().clamp_(-32767, 32767).mul_(self.step))
+        return CodedBatch(_as_bytes(steps[:, 0], widths), planes, noise)
 
     @staticmethod
     def _parse(params: bytes) -> tuple[float, int]:
@@ -239,10 +250,12 @@ class PaletteCoder:
         symbols = kernels.quantize_planes(as_planes, lo, scale, 0, 255, 1, self.backend)
         palettes = kernels.dequantize_planes(symbols, lo, scale, (c, k, 1), 1, False, backend=self.backend)
         choose = dither_indices if self.dither else nearest_indices
-        indices = choose(latents, palettes[..., 0].permute(0, 2, 1).contiguous(), self.backend)
+        palettes = palettes[..., 0].permute(0, 2, 1).contiguous()
+        indices = choose(latents, palettes, self.backend)
+        noise = rms_error(latents, kernels.palette_lookup(indices, palettes, self.backend))
         planes = torch.cat([symbols, _index_planes(indices, _index_bytes(k), self.backend)], dim=1)
         sizes = torch.full((b,), k, dtype=torch.int16, device=latents.device)
-        return CodedBatch(_as_bytes(sizes, lo.half(), hi.half()), planes)
+        return CodedBatch(_as_bytes(sizes, lo.half(), hi.half()), planes, noise)
 
     @staticmethod
     def _parse(params: bytes, channels: int) -> tuple[int, torch.Tensor, torch.Tensor]:

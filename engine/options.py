@@ -18,9 +18,12 @@ from latentcodec.engine.coding import (
     palette_size_for_quality,
     uniform_step_for_quality,
 )
+from latentcodec.engine.denoise.registry import DEFAULT_DENOISERS, denoiser_spec
 from latentcodec.engine.entropy import DEFAULT_LEVEL
+from latentcodec.engine.errors import UnknownModelError
 
 DEFAULT_MODE = CodingMode.UNIFORM
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -31,9 +34,12 @@ class EncodeOptions:
     units, larger is coarser) or the ``palette_size``. ``scalar8`` has no knob. ``scale`` (0, 1] encodes a
     downscaled image and restores the size on decode. ``alpha`` is ``"keep"`` (stored losslessly) or
     ``"drop"``. ``level`` is the zstd level. ``target_bpp`` (uniform mode) makes the encoder choose the step
-    and scale itself: the best PSNR it finds within 10% of that many bits per pixel. ``effort`` (uniform mode)
+    and scale itself: the best PSNR it finds within 10% of that many bits per pixel; ``target_psnr`` (dB) the
+    smallest stream whose decoded PSNR reaches it (each try decodes: slower). ``effort`` (uniform mode)
     is the number of latent-refinement steps through the decoder (0: off; each costs a decoder forward and
-    backward pass, seconds per Kodak image on a CPU).
+    backward pass, seconds per Kodak image on a CPU). ``denoiser`` names the latent denoiser the stream asks
+    the decoder to run first: ``"auto"`` (the model's default, for the uniform and palette modes), ``None``,
+    or an id such as ``"latent-denoiser"`` or ``"sd-unet"``.
     """
 
     mode: CodingMode = DEFAULT_MODE
@@ -45,10 +51,19 @@ class EncodeOptions:
     alpha: str = "keep"
     level: int = DEFAULT_LEVEL
     target_bpp: float | None = None
+    target_psnr: float | None = None
     effort: int = 0
+    denoiser: str | None = AUTO
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", CodingMode.parse(self.mode))
+        if self.denoiser in ("none", ""):
+            object.__setattr__(self, "denoiser", None)
+        if self.denoiser not in (None, AUTO):
+            try:
+                denoiser_spec(self.denoiser)
+            except UnknownModelError as exc:
+                raise ValueError(str(exc)) from None
         if self.quality is not None and not 0 <= self.quality <= 100:
             raise ValueError(f"quality must be in [0, 100], got {self.quality}")
         if not 0 < self.scale <= 1:
@@ -72,6 +87,19 @@ class EncodeOptions:
                 raise ValueError("target_bpp needs mode 'uniform' (its step is the knob rate control turns)")
             if self.effort:
                 raise ValueError("effort cannot be combined with target_bpp yet (refinement depends on the step)")
+        if self.target_psnr is not None:
+            if not 10 <= self.target_psnr <= 60:
+                raise ValueError(f"target_psnr must be in [10, 60] dB, got {self.target_psnr}")
+            if self.mode is not CodingMode.UNIFORM or self.effort or self.target_bpp is not None:
+                raise ValueError("target_psnr needs mode 'uniform', without effort or target_bpp")
+
+    def denoiser_for(self, model_id: str) -> str | None:
+        """The denoiser a stream of ``model_id`` should name, or None."""
+        if self.denoiser != AUTO:
+            if self.denoiser is not None and model_id not in denoiser_spec(self.denoiser).model_ids:
+                raise ValueError(f"denoiser {self.denoiser!r} does not work in the latent space of {model_id!r}")
+            return self.denoiser
+        return DEFAULT_DENOISERS.get(model_id) if self.mode is not CodingMode.SCALAR8 else None
 
     @property
     def step_value(self) -> float:

@@ -57,15 +57,15 @@ class RequestQueue:
         EncodeOptions(**options)  # bad options fail here, in the caller's thread
         return self._submit(_Request("encode", image, tuple(sorted(options.items()))))
 
-    def decode(self, data: bytes) -> Future[Image.Image]:
+    def decode(self, data: bytes, *, denoise: bool = True) -> Future[Image.Image]:
         """Queue a stream; the future resolves to the decoded Pillow image or raises its error."""
-        return self._submit(_Request("decode", data))
+        return self._submit(_Request("decode", data, (("denoise", bool(denoise)),)))
 
     async def encode_async(self, image: ImageInput, **options) -> bytes:
         return await asyncio.wrap_future(self.encode(image, **options))
 
-    async def decode_async(self, data: bytes) -> Image.Image:
-        return await asyncio.wrap_future(self.decode(data))
+    async def decode_async(self, data: bytes, *, denoise: bool = True) -> Image.Image:
+        return await asyncio.wrap_future(self.decode(data, denoise=denoise))
 
     def _submit(self, request: _Request) -> Future:
         if self._closed:
@@ -120,7 +120,7 @@ class RequestQueue:
                 if kind == "encode":
                     results = self.codec.encode_batch(items, **dict(options))
                 else:
-                    results = self.codec.decode_batch(items)
+                    results = self.codec.decode_batch(items, **dict(options))
             except Exception as exc:  # an engine failure surfaces in every waiting future
                 results = None
                 for request in requests:

@@ -1,9 +1,12 @@
-"""Rate control: hit a target size by choosing the uniform step (bisection) and the encode scale (best PSNR).
+"""Rate control: hit a target size (or quality) by choosing the uniform step (bisection) and the encode scale.
 
 Stream sizes fall as the step grows, so for each candidate scale a bisection in log-step space finds the finest
 step whose stream fits the budget; each try costs a quantization and a zstd call, never a network pass. The
 scales' results are then decoded and the best PSNR among those within ``TOLERANCE`` of the budget wins:
 downscaled encodes are the strong operating points at low rates, full-size ones at high rates.
+
+A quality target works the other way round: per scale, bisection finds the coarsest step whose decoded PSNR
+reaches the target (each try decodes), and the smallest such stream over the scales wins.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ SCALES = (1.0, 0.71, 0.5, 0.35)
 TOLERANCE = 0.10
 MIN_SEARCH_STEP = 0.02
 ITERATIONS = 14  # the step is then known to 0.07% (log2 range 11.6 bits / 2**14)
+QUALITY_ITERATIONS = 8  # each try decodes: the step is known to 3%
 
 
 def finest_step_within(size_of: Callable[[float], int], budget: float) -> float:
@@ -38,6 +42,23 @@ def finest_step_within(size_of: Callable[[float], int], budget: float) -> float:
         else:
             hi = mid
     return math.exp(hi)
+
+
+def coarsest_step_reaching(quality_of: Callable[[float], float], target: float) -> float | None:
+    """The largest step in [MIN_SEARCH_STEP, MAX_STEP] whose quality is at least ``target`` (None if even
+    the finest step falls short). Quality is assumed to fall as the step grows."""
+    lo, hi = math.log(MIN_SEARCH_STEP), math.log(MAX_STEP)
+    if quality_of(math.exp(lo)) < target:
+        return None
+    if quality_of(math.exp(hi)) >= target:
+        return math.exp(hi)
+    for _ in range(QUALITY_ITERATIONS):
+        mid = (lo + hi) / 2
+        if quality_of(math.exp(mid)) >= target:
+            lo = mid
+        else:
+            hi = mid
+    return math.exp(lo)
 
 
 @dataclass(frozen=True)

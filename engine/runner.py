@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
-Pass = Callable[[torch.Tensor], torch.Tensor]
+Pass = Callable[..., torch.Tensor]  # one or more batch tensors (equal first dimension) -> a batch
 
 
 def bucket_size(n: int) -> int:
@@ -34,29 +34,30 @@ def bucket_size(n: int) -> int:
 
 
 class _StaticBatch:
-    """A pass bound to a fixed input buffer; ``launch`` runs it and returns the output buffer."""
+    """A pass bound to fixed input buffers; ``launch`` runs it and returns the output buffer."""
 
-    def __init__(self, fn: Pass, inputs: torch.Tensor) -> None:
+    def __init__(self, fn: Pass, inputs: tuple[torch.Tensor, ...]) -> None:
         self.fn, self.inputs = fn, inputs
 
     def launch(self) -> torch.Tensor:
-        return self.fn(self.inputs)
+        return self.fn(*self.inputs)
 
 
 class _GraphedBatch(_StaticBatch):
     """A pass captured as a CUDA graph over its input buffer; ``launch`` replays it."""
 
-    def __init__(self, fn: Pass, inputs: torch.Tensor, pool, warmup: int) -> None:
+    def __init__(self, fn: Pass, inputs: tuple[torch.Tensor, ...], pool, warmup: int) -> None:
         super().__init__(fn, inputs)
-        side = torch.cuda.Stream(inputs.device)
-        side.wait_stream(torch.cuda.current_stream(inputs.device))
+        device = inputs[0].device
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):  # warm-up outside the graph: cuDNN picks and caches its algorithms here
             for _ in range(warmup):
-                fn(inputs)
-        torch.cuda.current_stream(inputs.device).wait_stream(side)
+                fn(*inputs)
+        torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, pool=pool):
-            self.outputs = fn(inputs)
+            self.outputs = fn(*inputs)
 
     def launch(self) -> torch.Tensor:
         self.graph.replay()
@@ -66,8 +67,8 @@ class _GraphedBatch(_StaticBatch):
 class PassRunner:
     """Runs ``fn`` on batches, through static bucketed buffers (and CUDA graphs on CUDA) when ``static``.
 
-    ``fn`` maps a batch on ``device`` to a batch. Inputs may live anywhere; they are copied into the buffer
-    (dtype and memory format of the first call of each shape). The returned tensor is the caller's own.
+    ``fn`` maps one or more batches on ``device`` (same first dimension) to a batch. Inputs may live anywhere;
+    they are copied into the buffers (4-d inputs in ``memory_format``). The returned tensor is the caller's own.
     At most ``max_graphs`` captured shapes are kept (least recently used are dropped). Without static
     batches, ``max_rows`` splits a batch into passes of at most that many rows (CPU caches favour one).
     """
@@ -92,25 +93,30 @@ class PassRunner:
         self.captures = 0  # how many static batches were built (graphs captured on CUDA)
 
     @torch.no_grad()  # not inference_mode: callers get ordinary tensors they may modify
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *xs: torch.Tensor) -> torch.Tensor:
         if not self.static:
-            return self._eager(x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format))
-        n = x.shape[0]
-        key = (bucket_size(n), *x.shape[1:], x.dtype)
+            return self._eager(*(self._layout(x.to(self.device, non_blocking=True)) for x in xs))
+        n = xs[0].shape[0]
+        key = (bucket_size(n), *((tuple(x.shape[1:]), x.dtype) for x in xs))
         with self._lock:
-            batch = self._batches.get(key) or self._build(key, x)
+            batch = self._batches.get(key) or self._build(key, xs)
             self._batches.move_to_end(key)
-            batch.inputs[:n].copy_(x, non_blocking=True)  # rows past n keep earlier data: valid, and discarded
+            for buffer, x in zip(batch.inputs, xs, strict=True):
+                buffer[:n].copy_(x, non_blocking=True)  # rows past n keep earlier data: valid, and discarded
             return batch.launch()[:n].clone()
 
-    def _eager(self, x: torch.Tensor) -> torch.Tensor:
-        if self.max_rows is None or x.shape[0] <= self.max_rows:
-            return self.fn(x)
-        return torch.cat([self.fn(part) for part in x.split(self.max_rows)])
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=self.memory_format) if x.ndim == 4 else x.contiguous()
 
-    def _build(self, key: tuple, x: torch.Tensor) -> _StaticBatch:
-        shape = (key[0], *x.shape[1:])
-        inputs = torch.zeros(shape, dtype=x.dtype, device=self.device).contiguous(memory_format=self.memory_format)
+    def _eager(self, *xs: torch.Tensor) -> torch.Tensor:
+        if self.max_rows is None or xs[0].shape[0] <= self.max_rows:
+            return self.fn(*xs)
+        parts = zip(*(x.split(self.max_rows) for x in xs), strict=True)
+        return torch.cat([self.fn(*part) for part in parts])
+
+    def _build(self, key: tuple, xs: tuple[torch.Tensor, ...]) -> _StaticBatch:
+        shape = (key[0], *xs[0].shape[1:])
+        inputs = tuple(self._layout(torch.zeros((key[0], *x.shape[1:]), dtype=x.dtype, device=self.device)) for x in xs)
         batch: _StaticBatch = _StaticBatch(self._eager, inputs)
         if self.graphs:
             try:

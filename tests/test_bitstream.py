@@ -39,7 +39,7 @@ def _header(**changes) -> Header:
 
 
 def test_pack_unpack_round_trip():
-    stream = Stream(_header(kind=ColorKind.LA, flags=bitstream.FLAG_ALPHA), b"pp", b"latent", b"alpha")
+    stream = Stream(_header(kind=ColorKind.LA, has_alpha=True), b"pp", b"latent", b"alpha")
     data = bitstream.pack(stream)
     assert data.startswith(bitstream.MAGIC)
     assert bitstream.unpack(data) == stream
@@ -60,7 +60,7 @@ def test_specific_errors():
     with pytest.raises(ChecksumError):
         bitstream.unpack(data[:-1] + bytes([data[-1] ^ 1]))
     with pytest.raises(UnsupportedVersionError):
-        bitstream.unpack(data[:4] + b"\x02" + data[5:])
+        bitstream.unpack(data[:4] + b"\x03" + data[5:])
     with pytest.raises(CorruptStreamError, match="outside the supported range"):
         huge = bitstream.pack(Stream(_header(width=70000, coded_width=70000), b"p", b"l"))
         bitstream.unpack(huge)
@@ -127,3 +127,25 @@ def test_random_bytes_raise_library_errors(blob):
         latentcodec.decode(blob)
     with pytest.raises(LatentCodecError):
         latentcodec.decode(bitstream.MAGIC + blob)
+
+
+def test_denoiser_entry_round_trips_in_version_2():
+    ref = bitstream.DenoiserRef("latent-denoiser", b"abcdefgh", 0.375)  # exact in float16
+    stream = Stream(_header(denoiser=ref), b"pp", b"latent")
+    data = bitstream.pack(stream)
+    assert data[4] == 2 and data[5] == bitstream.FLAG_DENOISE
+    assert bitstream.unpack(data) == stream
+    plain = bitstream.pack(Stream(_header(), b"pp", b"latent"))
+    assert plain[4] == 1  # streams without a denoiser keep version 1, byte for byte
+
+
+def test_version_and_denoise_flag_must_agree():
+    v1 = bitstream.pack(Stream(_header(), b"p", b"l"))
+    with pytest.raises(CorruptStreamError, match="unknown flags"):
+        bitstream.unpack(_reseal(v1[:5] + bytes([bitstream.FLAG_DENOISE]) + v1[6:-4]))
+    with pytest.raises(CorruptStreamError, match="without a denoiser"):
+        bitstream.unpack(_reseal(v1[:4] + b"\x02" + v1[5:-4]))
+    v2 = bitstream.pack(Stream(_header(denoiser=bitstream.DenoiserRef("d", b"12345678", 0.5)), b"p", b"l"))
+    nan = v2.replace(struct.pack("<e", 0.5), struct.pack("<e", float("nan")))
+    with pytest.raises(CorruptStreamError, match="bad denoiser entry"):
+        bitstream.unpack(_reseal(nan[:-4]))

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+import latentcodec
 from latentcodec.bindings.cli import main
 
 
@@ -25,6 +26,19 @@ def test_encode_decode_info(tmp_path, crop_file, capsys):
     assert main(["info", "--json", str(lcz)]) == 0
     details = json.loads(capsys.readouterr().out)
     assert details["mode"] == "palette" and details["width"] == 72
+    assert details["denoiser"] == "latent-denoiser" and details["noise_level"] > 0
+
+
+def test_denoiser_flags(tmp_path, crop_file):
+    from PIL import Image
+
+    lcz, with_it, without = tmp_path / "x.lcz", tmp_path / "a.png", tmp_path / "b.png"
+    assert main(["encode", str(crop_file), "-o", str(lcz), "--step", "2"]) == 0
+    assert main(["decode", str(lcz), "-o", str(with_it)]) == 0
+    assert main(["decode", str(lcz), "-o", str(without), "--no-denoise"]) == 0
+    assert Image.open(with_it).tobytes() != Image.open(without).tobytes()
+    assert main(["encode", str(crop_file), "-o", str(lcz), "--denoiser", "none"]) == 0
+    assert latentcodec.info(lcz.read_bytes()).denoiser is None
 
 
 def test_many_files_into_a_folder_with_one_failure(tmp_path, crop_file, capsys):
@@ -44,6 +58,7 @@ def test_many_files_into_a_folder_with_one_failure(tmp_path, crop_file, capsys):
         (["encode", "X", "--quality", "500"], 2, "quality must be in"),
         (["info", __file__], 1, "bad magic"),
         (["--model", "nope", "encode", __file__], 1, "unknown model"),
+        (["encode", "X", "--denoiser", "nope"], 2, "unknown denoiser"),
     ],
 )
 def test_user_errors_are_one_line(argv, code, message, capsys):

@@ -46,6 +46,8 @@ def test_encode_then_decode_over_http(server, codec, kodak_crop):
     decoded = Image.open(io.BytesIO(png))
     assert decoded.size == kodak_crop.size
     assert np.array_equal(np.asarray(decoded), np.asarray(codec.decode(stream)))
+    _, _, plain = _request(server, "POST", "/decode?denoise=0", stream)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(plain))), np.asarray(codec.decode(stream, denoise=False)))
 
 
 @pytest.mark.parametrize(
@@ -55,6 +57,8 @@ def test_encode_then_decode_over_http(server, codec, kodak_crop):
         ("POST", "/encode?quality=500", b"x", 400, "ValueError"),
         ("POST", "/encode?colour=blue", b"x", 400, "ValueError"),
         ("POST", "/decode", b"\x89LCZ\x01broken", 400, "TruncatedStreamError"),
+        ("POST", "/decode?denoise=maybe", b"x", 400, "ValueError"),
+        ("POST", "/encode?denoiser=nope", b"x", 400, "ValueError"),
         ("POST", "/transcode", b"x", 404, "LookupError"),
         ("GET", "/nothing", None, 404, "LookupError"),
         ("POST", "/encode", b"x" * (2 << 20), 413, "ValueError"),

@@ -20,7 +20,7 @@ def test_refinement_lowers_the_loss_it_optimises():
         with torch.no_grad():
             return torch.nn.functional.mse_loss(decoder(q), target).item()
 
-    refined = latent_refinement.refine(decoder, latents, target, step=0.5, steps=30)
+    refined = latent_refinement.refine(lambda q, _noise: decoder(q), latents, target, step=0.5, steps=30)
     assert loss(refined) < loss(latents)
 
 

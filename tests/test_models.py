@@ -41,7 +41,7 @@ def test_taef2_model_fingerprint_is_stable():
     assert latents.shape == (1, 32, 2, 3)
 
 
-def _save_tiny_kl(folder):
+def _save_tiny_kl(folder, scaling_factor=0.18215):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
@@ -54,7 +54,7 @@ def _save_tiny_kl(folder):
         up_block_types=("UpDecoderBlock2D",) * 2,
         layers_per_block=1,
         norm_num_groups=4,
-        scaling_factor=0.18215,
+        scaling_factor=scaling_factor,
     )
     vae.save_pretrained(folder)
 

@@ -56,7 +56,35 @@ def test_more_bits_give_a_better_picture(codec, photo):
     assert scores[1] > scores[0] + 1
 
 
+def test_quality_search_finds_the_coarsest_step_that_reaches():
+    quality_of = lambda step: 40 - 10 * math.log2(step)  # noqa: E731  # 40 dB at step 1, 30 at step 2
+    step = rate_control.coarsest_step_reaching(quality_of, 30.0)
+    assert quality_of(step) >= 30 and step == pytest.approx(2.0, rel=0.05)
+    assert rate_control.coarsest_step_reaching(quality_of, 100.0) is None
+    assert rate_control.coarsest_step_reaching(quality_of, -30.0) == pytest.approx(64)  # every step reaches
+
+
+def test_target_psnr_is_reached_with_the_smallest_stream(codec, photo):
+    from latentcodec.bench.metrics import psnr
+
+    sizes = []
+    for target in (21.0, 24.0):  # this crop's best is 26.8 dB (the autoencoder's own loss)
+        data = codec.encode(photo, target_psnr=target)
+        assert psnr(as_array(photo), as_array(codec.decode(data))) >= target - 0.05  # 8-bit rounding of the PSNR
+        sizes.append(len(data))
+    assert sizes[0] < sizes[1]
+    unreachable = codec.encode(photo, target_psnr=59)  # beyond the autoencoder: the best stream tried
+    assert psnr(as_array(photo), as_array(codec.decode(unreachable))) > 26.5
+
+
 def test_bad_targets_are_refused(codec, photo):
-    for options in ({"target_bpp": 0}, {"target_bpp": 30}, {"target_bpp": 0.5, "mode": "palette"}):
+    for options in (
+        {"target_bpp": 0},
+        {"target_bpp": 30},
+        {"target_bpp": 0.5, "mode": "palette"},
+        {"target_psnr": 5},
+        {"target_psnr": 30, "target_bpp": 0.5},
+        {"target_psnr": 30, "mode": "palette"},
+    ):
         with pytest.raises(ValueError):
             codec.encode(photo, **options)

@@ -42,6 +42,20 @@ def test_static_batches_match_eager_and_are_reused():
     assert runner.captures == 4
 
 
+def test_passes_with_a_per_image_second_input():
+    """A denoiser-and-decoder pass takes latents and one noise level per image: both go through the buffers."""
+    net = _conv_pass()
+    fn = lambda x, scale: net(x) * scale[:, None, None, None]  # noqa: E731
+    runner = PassRunner(fn, torch.device("cpu"), static=True)
+    x, scale = torch.rand(3, 3, 8, 8), torch.tensor([0.5, 1.0, 2.0])
+    with torch.inference_mode():
+        expected = fn(x, scale)
+    assert torch.allclose(runner(x, scale), expected)
+    assert torch.allclose(runner(x[:1], scale[2:]), fn(x[:1], scale[2:]))  # bucket 1: a second buffer pair
+    eager = PassRunner(fn, torch.device("cpu"), static=False, max_rows=1)
+    assert torch.allclose(eager(x, scale), expected, atol=1e-6)
+
+
 def test_eager_runner_calls_the_pass_directly():
     net = _conv_pass()
     runner = PassRunner(net, torch.device("cpu"), static=False)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,6 +9,7 @@ import torch
 
 from latentcodec.engine.errors import UnknownModelError
 from latentcodec.engine.models.autoencoder import LatentAutoencoder, ModelSpec
+from latentcodec.engine.models.cache import LoadedCache
 from latentcodec.engine.models.loaders import load_diffusers, load_tiny
 from latentcodec.engine.models.weights import WeightsFile
 
@@ -64,8 +63,7 @@ _REGISTRY: dict[str, RegisteredModel] = {
     ),
 }
 
-_cache: dict[tuple, LatentAutoencoder] = {}
-_lock = threading.Lock()
+_cache: LoadedCache[LatentAutoencoder] = LoadedCache()
 
 
 def available_models() -> list[str]:
@@ -96,19 +94,18 @@ def load_model(
     model's environment variable (``LATENTCODEC_SD_VAE``, ``LATENTCODEC_TAESD``).
     """
     entry = _entry(model_id)
-    if source is None and entry.source_env:
-        source = os.environ.get(entry.source_env)
-    key = (model_id, source, str(torch.device(device)), dtype, memory_format)
-    with _lock:
-        if key not in _cache:
-            model = entry.load(entry.spec, source).to(device=device, dtype=dtype, memory_format=memory_format)
-            _cache[key] = model.eval().requires_grad_(False)
-        return _cache[key]
+
+    def load(source: str | None) -> LatentAutoencoder:
+        model = entry.load(entry.spec, source).to(device=device, dtype=dtype, memory_format=memory_format)
+        return model.eval().requires_grad_(False)
+
+    return _cache.get(
+        model_id, load, source=source, source_env=entry.source_env, device=device, dtype=dtype,
+        memory_format=memory_format,
+    )  # fmt: skip
 
 
 def register(model_id: str, spec: ModelSpec, load: Callable[[ModelSpec, str | None], LatentAutoencoder]) -> None:
     """Add a model to the registry (used by applications and tests with their own autoencoders)."""
     _REGISTRY[model_id] = RegisteredModel(spec, load)
-    with _lock:
-        for key in [k for k in _cache if k[0] == model_id]:
-            del _cache[key]
+    _cache.forget(model_id)

@@ -1,0 +1,123 @@
+"""What the latent denoiser buys: each stream decoded with and without it (same bytes, so equal bpp)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from latentcodec.bench.metrics import bits_per_pixel, ms_ssim, psnr
+from latentcodec.engine.codec import Codec
+
+# (label, encode options): three operating points per mode, lowest rate first
+OPERATING_POINTS: tuple[tuple[str, dict], ...] = (
+    ("uniform step 4", {"mode": "uniform", "step": 4.0}),
+    ("uniform step 2", {"mode": "uniform", "step": 2.0}),
+    ("uniform step 1", {"mode": "uniform", "step": 1.0}),
+    ("palette 8", {"mode": "palette", "palette_size": 8}),
+    ("palette 32", {"mode": "palette", "palette_size": 32}),
+    ("palette 256", {"mode": "palette", "palette_size": 256}),
+)
+
+
+@dataclass(frozen=True)
+class DenoiseRecord:
+    image: str
+    point: str
+    bpp: float
+    noise_level: float
+    psnr: float
+    psnr_denoised: float
+    ms_ssim: float
+    ms_ssim_denoised: float
+    decode_s: float
+    decode_denoised_s: float
+
+
+def _decode(codec: Codec, data: bytes, denoise: bool) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    image = codec.decode(data, denoise=denoise)
+    return np.asarray(image.convert("RGB")), time.perf_counter() - started
+
+
+def run(
+    codec: Codec,
+    paths: Sequence[Path],
+    points: Sequence[tuple[str, dict]] = OPERATING_POINTS,
+    progress: Callable[[int], None] | None = None,
+) -> list[DenoiseRecord]:
+    """Encode every image at every point (the stream names the model's denoiser) and decode it both ways."""
+    from latentcodec.engine.api import info
+
+    records = []
+    for path in paths:
+        reference = np.asarray(Image.open(path).convert("RGB"))
+        for label, options in points:
+            data = codec.encode(reference, denoiser="auto", **options)
+            details = info(data)
+            if details.denoiser is None:
+                raise ValueError(f"model {codec.model_id!r} names no denoiser for {label}")
+            if not records:  # first use loads the networks: not part of the timings
+                _decode(codec, data, denoise=False), _decode(codec, data, denoise=True)
+            plain, plain_s = _decode(codec, data, denoise=False)
+            cleaned, cleaned_s = _decode(codec, data, denoise=True)
+            records.append(
+                DenoiseRecord(
+                    image=path.name,
+                    point=label,
+                    bpp=bits_per_pixel(len(data), *reference.shape[1::-1]),
+                    noise_level=float(details.noise_level or 0),
+                    psnr=psnr(reference, plain),
+                    psnr_denoised=psnr(reference, cleaned),
+                    ms_ssim=ms_ssim(reference, plain),
+                    ms_ssim_denoised=ms_ssim(reference, cleaned),
+                    decode_s=plain_s,
+                    decode_denoised_s=cleaned_s,
+                )
+            )
+            if progress:
+                progress(1)
+    return records
+
+
+def summarize(records: Sequence[DenoiseRecord]) -> list[dict[str, float | str]]:
+    """Means per operating point, in ``OPERATING_POINTS`` order."""
+    rows = []
+    for point in dict.fromkeys(r.point for r in records):
+        group = [r for r in records if r.point == point]
+
+        def mean(field: str, group: list[DenoiseRecord] = group) -> float:
+            return float(np.mean([getattr(r, field) for r in group]))
+
+        rows.append(
+            {
+                "point": point,
+                "images": len(group),
+                "bpp": mean("bpp"),
+                "psnr": mean("psnr"),
+                "psnr_denoised": mean("psnr_denoised"),
+                "psnr_gain": mean("psnr_denoised") - mean("psnr"),
+                "ms_ssim": mean("ms_ssim"),
+                "ms_ssim_denoised": mean("ms_ssim_denoised"),
+                "decode_ms": 1000 * mean("decode_s"),
+                "denoiser_ms": 1000 * (mean("decode_denoised_s") - mean("decode_s")),
+            }
+        )
+    return rows
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    lines = [
+        "| point | bpp | PSNR | PSNR denoised | gain dB | MS-SSIM | MS-SSIM denoised | decode ms | + denoiser ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['point']} | {r['bpp']:.3f} | {r['psnr']:.2f} | {r['psnr_denoised']:.2f} | {r['psnr_gain']:+.2f} "
+            f"| {r['ms_ssim']:.4f} | {r['ms_ssim_denoised']:.4f} | {r['decode_ms']:.0f} | {r['denoiser_ms']:+.0f} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Latent denoisers: networks that clean quantization noise from latents before the VAE decoder."""

@@ -1,0 +1,98 @@
+"""The project's own latent denoiser: a small diffusers ``UNet2DModel`` that cleans quantized TAEF2 latents."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentcodec.engine.errors import ModelError, WeightsMismatchError
+from latentcodec.engine.models.weights import file_sha256
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DModel
+
+TIMESTEP_SCALE = 1000.0  # the U-Net's timestep is 1000 x the noise level (RMS quantization error per latent)
+_LEVELS = 3
+
+
+def unet_config(latent_channels: int = 32) -> dict:
+    """The ``UNet2DModel`` config: three levels of 32/48/64 channels, no attention (0.92M parameters at 32)."""
+    return {
+        "in_channels": latent_channels,
+        "out_channels": latent_channels,
+        "block_out_channels": (32, 48, 64),
+        "layers_per_block": 1,
+        "down_block_types": ("DownBlock2D",) * _LEVELS,
+        "up_block_types": ("UpBlock2D",) * _LEVELS,
+        "norm_num_groups": 8,
+        "num_class_embeds": 3,  # the coding mode (scalar8, uniform, palette): their noises differ in kind
+    }
+
+
+class LatentDenoiser(nn.Module):
+    """Quantized latents ``y``, their noise level ``sigma`` ``[B]`` and coding mode -> clean latents,
+    ``y + sigma * unet(y, 1000 sigma, mode)``.
+
+    The residual is scaled by the noise level, so the network starts (zero output layer) as the identity and
+    learns corrections in units of the noise it removes. The mode tells uniform noise (bounded, on a grid)
+    from dithered palette noise of the same level.
+    """
+
+    def __init__(self, unet: UNet2DModel) -> None:
+        super().__init__()
+        self.unet = unet
+        self.multiple = 2 ** (len(unet.config.block_out_channels) - 1)
+
+    @classmethod
+    def untrained(cls, latent_channels: int = 32) -> LatentDenoiser:
+        from diffusers import UNet2DModel
+
+        model = cls(UNet2DModel(**unet_config(latent_channels)))
+        nn.init.zeros_(model.unet.conv_out.weight)
+        nn.init.zeros_(model.unet.conv_out.bias)
+        return model
+
+    def schedule_key(self, noise_level: float, mode: int) -> int:
+        """Streams of one coding mode share a pass."""
+        return int(mode)
+
+    def forward(self, latents: torch.Tensor, sigma: torch.Tensor, mode: int | torch.Tensor) -> torch.Tensor:
+        h, w = latents.shape[-2:]
+        pad_h, pad_w = -h % self.multiple, -w % self.multiple
+        x = F.pad(latents, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else latents
+        sigma = sigma.to(latents.dtype).reshape(-1)
+        modes = torch.as_tensor(mode, device=latents.device).expand(latents.shape[0])
+        correction = self.unet(x, sigma * TIMESTEP_SCALE, class_labels=modes).sample[..., :h, :w]
+        return latents + sigma[:, None, None, None] * correction
+
+
+def save(model: LatentDenoiser, path: Path, metadata: dict[str, str]) -> None:
+    """Write fp16 weights and the U-Net config as a safetensors file."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().half().contiguous() for k, v in model.unet.state_dict().items()}
+    config = {k: list(v) if isinstance(v, tuple) else v for k, v in unet_config(model.unet.config.in_channels).items()}
+    save_file(state, str(path), metadata={"config": json.dumps(config), **metadata})
+
+
+def load(path: Path, sha256: str | None = None) -> tuple[LatentDenoiser, dict[str, torch.Tensor]]:
+    """A denoiser from a file written by :func:`save` (verified against ``sha256`` when given), and its state."""
+    from diffusers import UNet2DModel
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise ModelError(f"denoiser weights {path} are missing")
+    if sha256 is not None and (actual := file_sha256(path)) != sha256:
+        raise WeightsMismatchError(f"{path} has sha256 {actual}, expected {sha256}")
+    with safe_open(str(path), "pt") as handle:
+        config = json.loads(handle.metadata()["config"])
+    state = load_file(str(path))
+    model = LatentDenoiser(UNet2DModel(**config))
+    model.unet.load_state_dict({k: v.float() for k, v in state.items()})
+    return model, state

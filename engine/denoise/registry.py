@@ -1,0 +1,111 @@
+"""The denoiser registry: ids -> loaders and the latent spaces they work in; loaded denoisers are cached."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from latentcodec.engine.denoise import latent_denoiser
+from latentcodec.engine.denoise.sd_unet import load_sd_unet
+from latentcodec.engine.errors import UnknownModelError
+from latentcodec.engine.models.autoencoder import state_fingerprint
+from latentcodec.engine.models.cache import LoadedCache
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+LATENT_DENOISER_TAEF2 = WEIGHTS_DIR / "latent-denoiser-taef2.safetensors"
+LATENT_DENOISER_TAEF2_SHA256 = "0f8d8eb984e60085b43c4cbebd9f4123874fe11075539624d7085909d0fd90e5"
+SD_SOURCE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+@dataclass(frozen=True)
+class DenoiserSpec:
+    denoiser_id: str
+    model_ids: tuple[str, ...]  # the autoencoders whose latent space it was made for
+    load: Callable[[str | None], nn.Module]  # source override -> module(latents, sigma, key), schedule_key()
+    source_env: str | None = None
+    description: str = ""
+
+
+class LoadedDenoiser:
+    """A denoiser module with its fingerprint and how it groups streams into passes."""
+
+    def __init__(self, denoiser_id: str, module: nn.Module, fingerprint: bytes) -> None:
+        self.denoiser_id, self.module, self.fingerprint = denoiser_id, module, fingerprint
+
+    def schedule_key(self, noise_level: float, mode: int) -> Hashable:
+        """Streams with equal keys share one pass (the SD U-Net's start timestep, the latent denoiser's mode)."""
+        return self.module.schedule_key(noise_level, mode)
+
+    def pass_fn(self, key: Hashable) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``(latents, noise levels [B]) -> latents`` for streams of ``key``."""
+        return lambda latents, sigma: self.module(latents, sigma, key)
+
+
+def _load_latent_denoiser(_source: str | None) -> nn.Module:
+    return latent_denoiser.load(LATENT_DENOISER_TAEF2, LATENT_DENOISER_TAEF2_SHA256)[0]
+
+
+_REGISTRY: dict[str, DenoiserSpec] = {
+    "latent-denoiser": DenoiserSpec(
+        "latent-denoiser",
+        ("taef2",),
+        _load_latent_denoiser,
+        description="The project's 0.9M-parameter UNet2DModel, trained on TAEF2 latents (engine/denoise/training.py)",
+    ),
+    "sd-unet": DenoiserSpec(
+        "sd-unet",
+        ("sd-vae", "taesd"),
+        lambda source: load_sd_unet(source or SD_SOURCE),
+        source_env="LATENTCODEC_SD_UNET",
+        description="Stable Diffusion's UNet2DConditionModel, empty prompt, a few DDIM steps",
+    ),
+}
+DEFAULT_DENOISERS = {"taef2": "latent-denoiser"}  # model id -> the denoiser its streams name by default
+
+_cache: LoadedCache[LoadedDenoiser] = LoadedCache()
+
+
+def available_denoisers() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def denoiser_spec(denoiser_id: str) -> DenoiserSpec:
+    try:
+        return _REGISTRY[denoiser_id]
+    except KeyError:
+        raise UnknownModelError(
+            f"unknown denoiser {denoiser_id!r}; known: {', '.join(available_denoisers())}"
+        ) from None
+
+
+def load_denoiser(
+    denoiser_id: str,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    source: str | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> LoadedDenoiser:
+    """The denoiser on ``device`` in ``dtype``, in eval mode; loaded once, cached. ``source`` (or the
+    denoiser's environment variable, ``LATENTCODEC_SD_UNET``) overrides where diffusers weights come from."""
+    spec = denoiser_spec(denoiser_id)
+
+    def load(source: str | None) -> LoadedDenoiser:
+        module = spec.load(source)
+        fingerprint = state_fingerprint(module.state_dict())
+        module = module.to(device=device, dtype=dtype, memory_format=memory_format).eval().requires_grad_(False)
+        return LoadedDenoiser(denoiser_id, module, fingerprint)
+
+    return _cache.get(
+        denoiser_id, load, source=source, source_env=spec.source_env, device=device, dtype=dtype,
+        memory_format=memory_format,
+    )  # fmt: skip
+
+
+def register_denoiser(spec: DenoiserSpec) -> None:
+    """Add a denoiser (applications and tests with their own networks)."""
+    _REGISTRY[spec.denoiser_id] = spec
+    _cache.forget(spec.denoiser_id)

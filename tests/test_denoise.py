@@ -1,0 +1,96 @@
+"""The latent denoiser: model, training script, bitstream entry and decoding with and without it."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import latentcodec
+from latentcodec.engine import bitstream
+from latentcodec.engine.denoise import latent_denoiser, registry
+from latentcodec.engine.denoise.latent_denoiser import LatentDenoiser
+from latentcodec.engine.denoise.training import main as train_main
+from latentcodec.engine.errors import ModelError, ModelMismatchError
+from latentcodec.engine.models.cache import LoadedCache
+from tests.conftest import SHARED, as_array
+
+
+def test_latent_denoiser_is_small_and_starts_as_the_identity():
+    model = LatentDenoiser.untrained(32)
+    assert sum(p.numel() for p in model.parameters()) < 1_000_000
+    latents = torch.randn(2, 32, 5, 7)  # not a multiple of the U-Net's 4: padded inside, cropped back
+    out = model(latents, torch.tensor([0.3, 1.2]), 1)
+    assert torch.equal(out, latents)
+
+
+def test_committed_weights_match_the_registry():
+    model = registry.load_denoiser("latent-denoiser")
+    assert isinstance(model.module, LatentDenoiser)
+    latents = torch.randn(1, 32, 8, 8)
+    uniform, palette = (model.module(latents, torch.tensor([0.5]), mode) for mode in (1, 2))
+    assert not torch.equal(uniform, latents) and not torch.equal(uniform, palette)  # trained, and mode-aware
+
+
+def test_training_runs_two_steps_on_tiny_crops(tmp_path):
+    from PIL import Image
+
+    data = tmp_path / "train"
+    data.mkdir()
+    for path in sorted((SHARED / "data" / "train").iterdir())[:2]:
+        Image.open(path).convert("RGB").crop((0, 0, 160, 144)).save(data / f"{path.stem}.png")
+    output = tmp_path / "denoiser.safetensors"
+    options = ["--steps", "2", "--batch", "4", "--crop", "16", "--image-crop", "8", "--image-batch", "2"]
+    train_main([str(data), str(output), *options, "--holdout", "1", "--max-palette", "8"])
+    model, state = latent_denoiser.load(output)
+    assert model(torch.zeros(1, 32, 16, 16), torch.tensor([0.5]), 2).shape == (1, 32, 16, 16)
+    assert all(t.dtype == torch.float16 for t in state.values())
+    with pytest.raises(ModelError, match="sha256"):
+        latent_denoiser.load(output, sha256="0" * 64)
+
+
+def test_training_refuses_kodak(tmp_path):
+    with pytest.raises(ValueError, match="Kodak"):
+        train_main([str(SHARED / "data" / "kodak"), str(tmp_path / "x.safetensors"), "--steps", "1"])
+
+
+@pytest.fixture(scope="module")
+def denoised_stream(kodak_crop):
+    return latentcodec.encode(kodak_crop, mode="uniform", step=2.0)
+
+
+def test_streams_name_the_default_denoiser(denoised_stream, kodak_crop):
+    details = latentcodec.info(denoised_stream)
+    assert details.denoiser == "latent-denoiser" and details.version == 2 and details.noise_level > 0.1
+    assert latentcodec.info(latentcodec.encode(kodak_crop, mode="scalar8")).denoiser is None
+    assert latentcodec.info(latentcodec.encode(kodak_crop, step=2.0, denoiser=None)).version == 1
+
+
+def test_denoiser_stream_decodes_with_and_without_it(denoised_stream, kodak_crop, codec):
+    cleaned = latentcodec.decode(denoised_stream)
+    plain = latentcodec.decode(denoised_stream, denoise=False)
+    assert cleaned.size == plain.size == kodak_crop.size
+    assert not np.array_equal(as_array(cleaned), as_array(plain))
+    undenoised = latentcodec.encode(kodak_crop, mode="uniform", step=2.0, denoiser=None)
+    assert np.array_equal(as_array(latentcodec.decode(undenoised)), as_array(plain))  # same latents, same decoder
+    batch = codec.decode_batch([denoised_stream, undenoised, denoised_stream])
+    assert np.array_equal(as_array(batch[0].unwrap()), as_array(cleaned))
+    assert np.array_equal(as_array(batch[1].unwrap()), as_array(plain))
+
+
+def test_denoiser_weights_must_match_the_stream(denoised_stream, codec):
+    stream = bitstream.unpack(denoised_stream)
+    ref = dataclasses.replace(stream.header.denoiser, fingerprint=bytes(8))
+    altered = bitstream.pack(dataclasses.replace(stream, header=dataclasses.replace(stream.header, denoiser=ref)))
+    with pytest.raises(ModelMismatchError, match="denoise=False"):
+        codec.decode(altered)
+    assert codec.decode(altered, denoise=False).size == codec.decode(denoised_stream).size
+
+
+def test_missing_denoiser_weights_fail_only_the_denoised_decode(denoised_stream, monkeypatch):
+    codec = latentcodec.Codec("taef2", device="cpu")
+    monkeypatch.setattr(registry, "_cache", LoadedCache())  # forget the loaded denoiser (restored after the test)
+    monkeypatch.setattr(registry, "LATENT_DENOISER_TAEF2", SHARED / "missing.safetensors")
+    with pytest.raises(ModelError, match="missing"):
+        codec.decode(denoised_stream)
+    assert codec.decode(denoised_stream, denoise=False).size == (72, 40)
