@@ -208,6 +208,8 @@ def cmd_rd(args: argparse.Namespace) -> int:
         chosen = set(args.codecs.split(","))
         classic = {k: v for k, v in classic.items() if k in chosen}
         latent = {k: v for k, v in latent.items() if k in chosen}
+    if args.plain:
+        latent |= {f"{name}-plain": [{**o, "denoiser": None} for o in sweep] for name, sweep in latent.items()}
     steps = len(images) * (sum(map(len, classic.values())) + sum(map(len, latent.values())))
     with _progress(steps, "rate-distortion") as bar:
         points = rd.evaluate(images, _codec(args), classic, latent, progress=bar.update)
@@ -297,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_image_set(rdp)
     rdp.add_argument("--targets", type=float, nargs="+", help="add a rate-controlled curve at these bpp")
     rdp.add_argument("--effort", type=int, help="add latent-uniform with this many refinement steps")
+    rdp.add_argument("--plain", action="store_true", help="add each latent curve without the denoiser (-plain)")
     rdp.add_argument("--codecs", help="comma-separated subset, e.g. jpeg,webp,latent-uniform-half")
     rdp.add_argument("--json", help="write every point, the curves and the BD-rates here")
     rdp.add_argument("--plot", help="write RD curves (PNG) here")

@@ -78,3 +78,18 @@ def test_rate_control_misses_are_reported_per_target():
     misses = rd.rate_control_misses(points)
     assert misses == pytest.approx({"target_bpp=0.2": 0.15, "target_bpp=0.5": 0.0})
     assert rd.rate_control_misses([]) is None
+
+
+def test_cli_rd_plain_adds_each_latent_curve_without_the_denoiser(tmp_path, monkeypatch):
+    Image.open(kodak_path(1)).crop((0, 0, 200, 200)).save(tmp_path / "a.png")
+    seen = {}
+
+    def record(images, codec, classic, latent, progress=None):
+        seen.update(latent)
+        raise KeyboardInterrupt  # stop before any coding
+
+    monkeypatch.setattr(rd, "evaluate", record)
+    assert cli.main(["rd", str(tmp_path), "--plain", "--codecs", "latent-uniform"]) == 130
+    assert set(seen) == {"latent-uniform", "latent-uniform-plain"}
+    assert all(o["denoiser"] is None for o in seen["latent-uniform-plain"])
+    assert all("denoiser" not in o for o in seen["latent-uniform"])
