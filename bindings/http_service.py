@@ -29,6 +29,7 @@ from latentcodec.engine.options import EncodeOptions
 from latentcodec.engine.queue import RequestQueue
 
 MAX_BODY = 64 << 20
+DRAIN_FACTOR = 4  # bodies up to this many times the limit are read and dropped before the 413
 _BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(EncodeOptions)}
 
@@ -85,6 +86,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(HTTPStatus.LENGTH_REQUIRED, ValueError("a Content-Length is required"))
         if int(length) > self.server.max_body:
             self.close_connection = True
+            if int(length) <= DRAIN_FACTOR * self.server.max_body:
+                self._discard(int(length))  # a client still sending would otherwise see a reset, not the 413
             return self._error(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE, ValueError(f"body over {self.server.max_body} bytes")
             )
@@ -100,6 +103,13 @@ class _Handler(BaseHTTPRequestHandler):
         png = io.BytesIO()
         image.save(png, format="PNG")
         self._send(HTTPStatus.OK, png.getvalue(), "image/png")
+
+    def _discard(self, length: int) -> None:
+        while length > 0:
+            chunk = self.rfile.read(min(length, 1 << 16))
+            if not chunk:
+                return
+            length -= len(chunk)
 
     def _error(self, status: HTTPStatus, exc: Exception) -> None:
         body = json.dumps({"error": str(exc), "type": type(exc).__name__}).encode()
