@@ -90,7 +90,8 @@ def test_denoiser_weights_must_match_the_stream(denoised_stream, codec):
 def test_missing_denoiser_weights_fail_only_the_denoised_decode(denoised_stream, monkeypatch):
     codec = latentcodec.Codec("taef2", device="cpu")
     monkeypatch.setattr(registry, "_cache", LoadedCache())  # forget the loaded denoiser (restored after the test)
-    monkeypatch.setattr(registry, "LATENT_DENOISER_TAEF2", SHARED / "missing.safetensors")
-    with pytest.raises(ModelError, match="missing"):
+    monkeypatch.setenv("LATENTCODEC_WEIGHTS", str(SHARED / "missing"))
+    monkeypatch.setenv("LATENTCODEC_CACHE", str(SHARED / "missing"))
+    with pytest.raises(ModelError, match="not found"):
         codec.decode(denoised_stream)
     assert codec.decode(denoised_stream, denoise=False).size == (72, 40)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -12,12 +11,18 @@ from torch import nn
 from latentcodec.engine.denoise import latent_denoiser
 from latentcodec.engine.denoise.sd_unet import load_sd_unet
 from latentcodec.engine.errors import UnknownModelError
+from latentcodec.engine.models import weights
 from latentcodec.engine.models.autoencoder import state_fingerprint
 from latentcodec.engine.models.cache import LoadedCache
+from latentcodec.engine.models.weights import WeightsFile
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-LATENT_DENOISER_TAEF2 = WEIGHTS_DIR / "latent-denoiser-taef2.safetensors"
-LATENT_DENOISER_TAEF2_SHA256 = "0f8d8eb984e60085b43c4cbebd9f4123874fe11075539624d7085909d0fd90e5"
+# trained by engine/denoise/training.py; looked up like the autoencoders' weights ($LATENTCODEC_WEIGHTS, cache)
+LATENT_DENOISER_TAEF2 = WeightsFile(
+    "latent-denoiser",
+    "taef2.safetensors",
+    "0f8d8eb984e60085b43c4cbebd9f4123874fe11075539624d7085909d0fd90e5",
+    "",  # published nowhere yet: `latentcodec train-denoiser ../shared/data/train OUT` reproduces it
+)
 SD_SOURCE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 
@@ -46,7 +51,7 @@ class LoadedDenoiser:
 
 
 def _load_latent_denoiser(_source: str | None) -> nn.Module:
-    return latent_denoiser.load(LATENT_DENOISER_TAEF2, LATENT_DENOISER_TAEF2_SHA256)[0]
+    return latent_denoiser.load(weights.resolve(LATENT_DENOISER_TAEF2), LATENT_DENOISER_TAEF2.sha256)[0]
 
 
 _REGISTRY: dict[str, DenoiserSpec] = {

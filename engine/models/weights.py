@@ -56,6 +56,12 @@ def resolve(weights: WeightsFile) -> Path:
     """Path of a verified local copy of ``weights``; downloads only when ``LATENTCODEC_DOWNLOAD=1``."""
     path = next((p for p in _candidates(weights) if p.is_file()), None)
     if path is None:
+        if not weights.url:
+            searched = ", ".join(str(p) for p in _candidates(weights))
+            raise WeightsNotFoundError(
+                f"weights for {weights.model_id!r} not found (looked in {searched}); set {WEIGHTS_ENV} to a folder "
+                f"holding {weights.model_id}/{weights.filename} (they have no download address)"
+            )
         if os.environ.get(DOWNLOAD_ENV) != "1":
             searched = ", ".join(str(p) for p in _candidates(weights))
             raise WeightsNotFoundError(
