@@ -13,6 +13,7 @@ from latentcodec.engine.denoise.latent_denoiser import LatentDenoiser
 from latentcodec.engine.denoise.training import main as train_main
 from latentcodec.engine.errors import ModelError, ModelMismatchError
 from latentcodec.engine.models.cache import LoadedCache
+from latentcodec.engine.models.weights import file_sha256
 from tests.conftest import SHARED, as_array
 
 
@@ -25,6 +26,8 @@ def test_latent_denoiser_is_small_and_starts_as_the_identity():
 
 
 def test_committed_weights_match_the_registry():
+    bundled = registry.LATENT_DENOISER_TAEF2.bundled
+    assert bundled is not None and file_sha256(bundled) == registry.LATENT_DENOISER_TAEF2.sha256
     model = registry.load_denoiser("latent-denoiser")
     assert isinstance(model.module, LatentDenoiser)
     latents = torch.randn(1, 32, 8, 8)
@@ -92,6 +95,8 @@ def test_missing_denoiser_weights_fail_only_the_denoised_decode(denoised_stream,
     monkeypatch.setattr(registry, "_cache", LoadedCache())  # forget the loaded denoiser (restored after the test)
     monkeypatch.setenv("LATENTCODEC_WEIGHTS", str(SHARED / "missing"))
     monkeypatch.setenv("LATENTCODEC_CACHE", str(SHARED / "missing"))
+    unbundled = dataclasses.replace(registry.LATENT_DENOISER_TAEF2, bundled=None)
+    monkeypatch.setattr(registry, "LATENT_DENOISER_TAEF2", unbundled)
     with pytest.raises(ModelError, match="not found"):
         codec.decode(denoised_stream)
     assert codec.decode(denoised_stream, denoise=False).size == (72, 40)
