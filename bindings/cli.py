@@ -271,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--target-psnr", type=float, help="the smallest stream whose decoded PSNR reaches this (dB)")
     enc.add_argument("--effort", type=int, default=0, help="latent refinement steps through the decoder (uniform)")
     enc.add_argument(
-        "--denoiser", default="auto", help="latent denoiser the decoder runs: auto (model default), none, or an id"
+        "--denoiser",
+        default="auto",
+        help="denoiser to run before decoding: auto (the model's, where it helps), none, or an id",
     )
     enc.set_defaults(run=cmd_encode)
 
@@ -318,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     thr.add_argument("--calls", type=int, default=8, help="timed batches per engine setting")
     thr.add_argument("--baseline-images", type=int, default=8, help="timed images per baseline setting")
     thr.add_argument("--compile", action="store_true", help="run the engine's passes through torch.compile")
-    thr.add_argument("--denoiser", help="streams name this denoiser (auto: the model's), so decode runs it too")
+    thr.add_argument("--denoiser", help="streams name this denoiser, so decode runs it (auto: encode checks it)")
     thr.add_argument("--json", help="write every measurement here")
     thr.add_argument("--plot", help="write a PNG of images/s against batch size here")
     thr.set_defaults(run=cmd_throughput)
@@ -352,7 +354,9 @@ def cmd_denoise_gain(args: argparse.Namespace) -> int:
     summary = denoise.summarize(records)
     print(denoise.format_table(summary))
     if args.json:
-        Path(args.json).write_text(json.dumps({"summary": summary, "records": [asdict(r) for r in records]}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"summary": summary, "records": [asdict(r) | {"kept": r.kept} for r in records]}, indent=1)
+        )
     return EXIT_OK
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from latentcodec.engine.coding import CodingMode
 from latentcodec.engine.errors import (
@@ -136,6 +136,12 @@ def pack(stream: Stream) -> bytes:
         parts += [_U32.pack(len(section)), section]
     body = b"".join(parts)
     return body + _U32.pack(zlib.crc32(body))
+
+
+def without_denoiser(data: bytes) -> bytes:
+    """The same stream asking for no denoiser (written as version 1, as if encoded with ``denoiser=None``)."""
+    stream = unpack(data)
+    return pack(replace(stream, header=replace(stream.header, denoiser=None)))
 
 
 class _Reader:

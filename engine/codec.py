@@ -240,12 +240,31 @@ class Codec:
         if opts.target_bpp is None and opts.target_psnr is None:
             jobs = {i: self._encode_job(p.rgb, p.alpha, p.kind, opts) for i, p in ready.items()}
             self._encode_jobs(jobs, opts, results, progress)
-            return
-        search = self._encode_to_rate if opts.target_bpp is not None else self._encode_to_quality
-        for index, prepared in ready.items():  # rate control: one image at a time
-            self._run_isolated([index], lambda _members, p=prepared: [Result(search(p, opts))], results)
-            if progress:
-                progress(1)
+        else:
+            search = self._encode_to_rate if opts.target_bpp is not None else self._encode_to_quality
+            for index, prepared in ready.items():  # rate control: one image at a time
+                self._run_isolated([index], lambda _members, p=prepared: [Result(search(p, opts))], results)
+                if progress:
+                    progress(1)
+        if opts.checks_denoiser and opts.denoiser_for(self.model_id):
+            self._drop_unhelpful_denoiser(ready, results)
+
+    def _drop_unhelpful_denoiser(self, ready: dict[int, PreparedImage], results: list) -> None:
+        """Keep the denoiser a stream names only where it raises the decoded PSNR (``denoiser="auto"``):
+        each stream is decoded with and without it, a batch at a time."""
+        encoded = [i for i in ready if results[i].ok]
+        for start in range(0, len(encoded), self.batch_size):
+            chunk = encoded[start : start + self.batch_size]
+            streams = [results[i].value for i in chunk]
+            plain = self.decode_batch_tensors(streams, denoise=False)
+            denoised = self.decode_batch_tensors(streams)
+            for i, without, with_it in zip(chunk, plain, denoised, strict=True):
+                if not (without.ok and with_it.ok):
+                    results[i] = without if not without.ok else with_it  # a stream we cannot decode is no result
+                    continue
+                reference = _to_unit(ready[i].rgb, torch.float32)
+                if rate_control.psnr(reference, without.value.rgb) >= rate_control.psnr(reference, with_it.value.rgb):
+                    results[i] = Result(bitstream.without_denoiser(results[i].value))
 
     def _encode_to_rate(self, prepared: PreparedImage, opts: EncodeOptions) -> bytes:
         """The best-PSNR stream within 10% of ``opts.target_bpp`` over the candidate scales and steps."""

@@ -38,8 +38,9 @@ class EncodeOptions:
     smallest stream whose decoded PSNR reaches it (each try decodes: slower). ``effort`` (uniform mode)
     is the number of latent-refinement steps through the decoder (0: off; each costs a decoder forward and
     backward pass, seconds per Kodak image on a CPU). ``denoiser`` names the latent denoiser the stream asks
-    the decoder to run first: ``"auto"`` (the model's default, for the uniform and palette modes), ``None``,
-    or an id such as ``"latent-denoiser"`` or ``"sd-unet"``.
+    the decoder to run first: ``"auto"`` (the model's default, for the uniform and palette modes, kept only
+    where it raises the image's decoded PSNR: the encoder decodes each stream with and without it, two more
+    decoder passes), an id such as ``"latent-denoiser"`` or ``"sd-unet"`` (always named, no check), or ``None``.
     """
 
     mode: CodingMode = DEFAULT_MODE
@@ -100,6 +101,11 @@ class EncodeOptions:
                 raise ValueError(f"denoiser {self.denoiser!r} does not work in the latent space of {model_id!r}")
             return self.denoiser
         return DEFAULT_DENOISERS.get(model_id) if self.mode is not CodingMode.SCALAR8 else None
+
+    @property
+    def checks_denoiser(self) -> bool:
+        """Whether the encoder keeps the denoiser only where it helps (``"auto"``) rather than always."""
+        return self.denoiser == AUTO
 
     @property
     def step_value(self) -> float:

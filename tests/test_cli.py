@@ -17,7 +17,23 @@ def crop_file(tmp_path, kodak_crop):
 
 def test_encode_decode_info(tmp_path, crop_file, capsys):
     lcz, png = tmp_path / "x.lcz", tmp_path / "y.png"
-    assert main(["encode", str(crop_file), "-o", str(lcz), "--mode", "palette", "--palette-size", "32"]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                str(crop_file),
+                "-o",
+                str(lcz),
+                "--mode",
+                "palette",
+                "--palette-size",
+                "32",
+                "--denoiser",
+                "latent-denoiser",
+            ]
+        )
+        == 0
+    )
     assert main(["decode", str(lcz), "-o", str(png)]) == 0
     from PIL import Image
 
@@ -33,7 +49,7 @@ def test_denoiser_flags(tmp_path, crop_file):
     from PIL import Image
 
     lcz, with_it, without = tmp_path / "x.lcz", tmp_path / "a.png", tmp_path / "b.png"
-    assert main(["encode", str(crop_file), "-o", str(lcz), "--step", "2"]) == 0
+    assert main(["encode", str(crop_file), "-o", str(lcz), "--step", "2", "--denoiser", "latent-denoiser"]) == 0
     assert main(["decode", str(lcz), "-o", str(with_it)]) == 0
     assert main(["decode", str(lcz), "-o", str(without), "--no-denoise"]) == 0
     assert Image.open(with_it).tobytes() != Image.open(without).tobytes()

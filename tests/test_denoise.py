@@ -5,8 +5,10 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import latentcodec
+from latentcodec.bench.metrics import psnr
 from latentcodec.engine import bitstream
 from latentcodec.engine.denoise import latent_denoiser, registry
 from latentcodec.engine.denoise.latent_denoiser import LatentDenoiser
@@ -14,7 +16,7 @@ from latentcodec.engine.denoise.training import main as train_main
 from latentcodec.engine.errors import ModelError, ModelMismatchError
 from latentcodec.engine.models.cache import LoadedCache
 from latentcodec.engine.models.weights import file_sha256
-from tests.conftest import SHARED, as_array
+from tests.conftest import SHARED, as_array, kodak_path
 
 
 def test_latent_denoiser_is_small_and_starts_as_the_identity():
@@ -59,14 +61,34 @@ def test_training_refuses_kodak(tmp_path):
 
 @pytest.fixture(scope="module")
 def denoised_stream(kodak_crop):
-    return latentcodec.encode(kodak_crop, mode="uniform", step=2.0)
+    return latentcodec.encode(kodak_crop, mode="uniform", step=2.0, denoiser="latent-denoiser")
 
 
-def test_streams_name_the_default_denoiser(denoised_stream, kodak_crop):
+def test_streams_name_the_denoiser_they_were_encoded_for(denoised_stream, kodak_crop):
     details = latentcodec.info(denoised_stream)
     assert details.denoiser == "latent-denoiser" and details.version == 2 and details.noise_level > 0.1
     assert latentcodec.info(latentcodec.encode(kodak_crop, mode="scalar8")).denoiser is None
     assert latentcodec.info(latentcodec.encode(kodak_crop, step=2.0, denoiser=None)).version == 1
+    assert bitstream.without_denoiser(denoised_stream) == latentcodec.encode(kodak_crop, step=2.0, denoiser=None)
+
+
+@pytest.mark.parametrize("options", [{"mode": "uniform", "step": 3.0}, {"mode": "palette", "palette_size": 16}])
+def test_auto_keeps_the_denoiser_only_where_it_raises_psnr(kodak_crop, codec, options):
+    named = codec.encode(kodak_crop, denoiser="latent-denoiser", **options)
+    plain = codec.encode(kodak_crop, denoiser=None, **options)
+    reference = as_array(kodak_crop)
+    gain = psnr(reference, as_array(codec.decode(named))) - psnr(reference, as_array(codec.decode(plain)))
+    assert codec.encode(kodak_crop, **options) == (named if gain > 0 else plain)
+
+
+def test_auto_drops_a_denoiser_that_hurts(kodak_crop, monkeypatch):
+    monkeypatch.setattr(registry.LoadedDenoiser, "pass_fn", lambda self, key: lambda latents, sigma: latents + 3)
+    codec = latentcodec.Codec("taef2", device="cpu")  # a fresh codec: its denoiser passes are built anew
+    streams = codec.encode_batch([kodak_crop, kodak_crop.transpose(0)], mode="uniform", step=2.0)
+    plain = codec.encode_batch([kodak_crop, kodak_crop.transpose(0)], mode="uniform", step=2.0, denoiser=None)
+    assert [r.unwrap() for r in streams] == [r.unwrap() for r in plain]
+    forced = codec.encode(kodak_crop, mode="uniform", step=2.0, denoiser="latent-denoiser")
+    assert latentcodec.info(forced).denoiser == "latent-denoiser"  # named explicitly: no check
 
 
 def test_denoiser_stream_decodes_with_and_without_it(denoised_stream, kodak_crop, codec):
@@ -100,3 +122,26 @@ def test_missing_denoiser_weights_fail_only_the_denoised_decode(denoised_stream,
     with pytest.raises(ModelError, match="not found"):
         codec.decode(denoised_stream)
     assert codec.decode(denoised_stream, denoise=False).size == (72, 40)
+
+
+def test_denoise_gain_bench_reports_both_decodes_and_the_auto_choice(tmp_path, codec):
+    from latentcodec.bench import denoise
+
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    for index, path in enumerate(paths):  # MS-SSIM needs sides over 160 pixels
+        Image.open(kodak_path(index + 1)).crop((64, 64, 264, 240)).save(path)
+    points = [
+        ("uniform step 3", {"mode": "uniform", "step": 3.0}),
+        ("palette 8", {"mode": "palette", "palette_size": 8}),
+    ]
+    records = denoise.run(codec, paths, points)
+    assert [(r.image, r.point) for r in records] == [(p.name, label) for p in paths for label, _ in points]
+    for r in records:
+        assert r.psnr_auto == max(r.psnr, r.psnr_denoised) and r.noise_level > 0
+        chosen = codec.encode(Image.open(tmp_path / r.image), **dict(points)[r.point])  # denoiser="auto"
+        assert (latentcodec.info(chosen).denoiser is not None) == r.kept
+    rows = denoise.summarize(records)
+    assert [row["point"] for row in rows] == [label for label, _ in points]
+    assert rows[0]["psnr_gain"] == pytest.approx(np.mean([r.psnr_denoised - r.psnr for r in records[::2]]))
+    assert rows[0]["psnr_auto"] >= max(rows[0]["psnr"], rows[0]["psnr_denoised"]) - 1e-9
+    assert denoise.format_table(rows).count("\n") == 3
