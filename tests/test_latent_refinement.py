@@ -38,3 +38,11 @@ def test_effort_is_validated(codec, kodak_crop):
     for options in ({"effort": -1}, {"effort": 3, "mode": "palette"}, {"effort": 3, "target_bpp": 0.5}):
         with pytest.raises(ValueError):
             codec.encode(kodak_crop, **options)
+
+
+def test_the_rate_weight_grows_with_the_step_and_holds_the_bytes_down(codec, kodak_crop, monkeypatch):
+    assert latent_refinement.rate_weight(4.0) == 16 * latent_refinement.rate_weight(1.0)
+    scaled = codec.encode(kodak_crop, mode="uniform", step=4.0, effort=10, denoiser=None)
+    monkeypatch.setattr(latent_refinement, "rate_weight", lambda step: latent_refinement.RATE_WEIGHT)
+    constant = codec.encode(kodak_crop, mode="uniform", step=4.0, effort=10, denoiser=None)
+    assert len(scaled) < len(constant)
