@@ -8,6 +8,7 @@ and pack the results (or crop and convert decoded images) while the device goes 
 from __future__ import annotations
 
 import os
+import warnings
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,6 +31,7 @@ from latentcodec.engine.errors import (
     InvalidImageError,
     LatentCodecError,
     ModelMismatchError,
+    WeightsNotFoundError,
 )
 from latentcodec.engine.images import (
     MAX_PIXELS,
@@ -231,7 +233,13 @@ class Codec:
 
     def _options(self, options: dict) -> EncodeOptions:
         opts = EncodeOptions(**options)
-        opts.denoiser_for(self.model_id)  # a denoiser of another latent space fails here, before any work
+        denoiser_id = opts.denoiser_for(self.model_id)  # one of another latent space fails here, before any work
+        if denoiser_id and opts.checks_denoiser:
+            try:
+                self.denoiser(denoiser_id)
+            except WeightsNotFoundError as exc:  # "auto" uses the denoiser where it can; a named one must load
+                warnings.warn(f"{exc}; encoding without a denoiser", stacklevel=3)
+                return replace(opts, denoiser=None)
         return opts
 
     def _encode_prepared(

@@ -40,7 +40,8 @@ class EncodeOptions:
     backward pass, seconds per Kodak image on a CPU). ``denoiser`` names the latent denoiser the stream asks
     the decoder to run first: ``"auto"`` (the model's default, for the uniform and palette modes, kept only
     where it raises the image's decoded PSNR: the encoder decodes each stream with and without it, two more
-    decoder passes), an id such as ``"latent-denoiser"`` or ``"sd-unet"`` (always named, no check), or ``None``.
+    decoder passes; none, with a warning, where its weights are not installed), an id such as
+    ``"latent-denoiser"`` or ``"sd-unet"`` (always named, no check), or ``None``.
     """
 
     mode: CodingMode = DEFAULT_MODE

@@ -15,8 +15,8 @@ from latentcodec.engine.denoise.latent_denoiser import LatentDenoiser
 from latentcodec.engine.denoise.training import main as train_main
 from latentcodec.engine.errors import ModelError, ModelMismatchError
 from latentcodec.engine.models.cache import LoadedCache
-from latentcodec.engine.models.weights import file_sha256
-from tests.conftest import SHARED, as_array, kodak_path
+from latentcodec.engine.models.weights import file_sha256, resolve
+from tests.conftest import SHARED, as_array, kodak_path, train_tiny_denoiser
 
 
 def test_latent_denoiser_is_small_and_starts_as_the_identity():
@@ -27,9 +27,8 @@ def test_latent_denoiser_is_small_and_starts_as_the_identity():
     assert torch.equal(out, latents)
 
 
-def test_committed_weights_match_the_registry():
-    bundled = registry.LATENT_DENOISER_TAEF2.bundled
-    assert bundled is not None and file_sha256(bundled) == registry.LATENT_DENOISER_TAEF2.sha256
+def test_the_registry_loads_trained_weights_that_match_its_sha256():
+    assert file_sha256(resolve(registry.LATENT_DENOISER_TAEF2)) == registry.LATENT_DENOISER_TAEF2.sha256
     model = registry.load_denoiser("latent-denoiser")
     assert isinstance(model.module, LatentDenoiser)
     latents = torch.randn(1, 32, 8, 8)
@@ -38,15 +37,8 @@ def test_committed_weights_match_the_registry():
 
 
 def test_training_runs_two_steps_on_tiny_crops(tmp_path):
-    from PIL import Image
-
-    data = tmp_path / "train"
-    data.mkdir()
-    for path in sorted((SHARED / "data" / "train").iterdir())[:2]:
-        Image.open(path).convert("RGB").crop((0, 0, 160, 144)).save(data / f"{path.stem}.png")
     output = tmp_path / "denoiser.safetensors"
-    options = ["--steps", "2", "--batch", "4", "--crop", "16", "--image-crop", "8", "--image-batch", "2"]
-    train_main([str(data), str(output), *options, "--holdout", "1", "--max-palette", "8"])
+    train_tiny_denoiser(tmp_path / "train", output, steps=2)
     model, state = latent_denoiser.load(output)
     assert model(torch.zeros(1, 32, 16, 16), torch.tensor([0.5]), 2).shape == (1, 32, 16, 16)
     assert all(t.dtype == torch.float16 for t in state.values())
@@ -117,11 +109,20 @@ def test_missing_denoiser_weights_fail_only_the_denoised_decode(denoised_stream,
     monkeypatch.setattr(registry, "_cache", LoadedCache())  # forget the loaded denoiser (restored after the test)
     monkeypatch.setenv("LATENTCODEC_WEIGHTS", str(SHARED / "missing"))
     monkeypatch.setenv("LATENTCODEC_CACHE", str(SHARED / "missing"))
-    unbundled = dataclasses.replace(registry.LATENT_DENOISER_TAEF2, bundled=None)
-    monkeypatch.setattr(registry, "LATENT_DENOISER_TAEF2", unbundled)
     with pytest.raises(ModelError, match="not found"):
         codec.decode(denoised_stream)
     assert codec.decode(denoised_stream, denoise=False).size == (72, 40)
+
+
+def test_auto_encodes_without_a_denoiser_whose_weights_are_not_installed(kodak_crop, codec, monkeypatch):
+    plain = codec.encode(kodak_crop, step=2.0, denoiser=None)
+    missing = dataclasses.replace(registry.LATENT_DENOISER_TAEF2, filename="missing.safetensors")
+    monkeypatch.setattr(registry, "LATENT_DENOISER_TAEF2", missing)
+    monkeypatch.setattr(registry, "_cache", LoadedCache())  # forget the loaded denoiser (restored after the test)
+    with pytest.warns(UserWarning, match="without a denoiser"):
+        assert codec.encode(kodak_crop, step=2.0) == plain
+    with pytest.raises(ModelError, match="not found"):  # a denoiser named explicitly must be there
+        codec.encode(kodak_crop, step=2.0, denoiser="latent-denoiser")
 
 
 def test_denoise_gain_bench_reports_both_decodes_and_the_auto_choice(tmp_path, codec):

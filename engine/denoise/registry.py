@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -17,14 +16,12 @@ from latentcodec.engine.models.autoencoder import state_fingerprint
 from latentcodec.engine.models.cache import LoadedCache
 from latentcodec.engine.models.weights import WeightsFile
 
-# the project's own weights (engine/denoise/training.py), shipped in the package (fp16, 1.8 MB) as issue 5 asks;
-# a copy under $LATENTCODEC_WEIGHTS or the cache takes precedence, and must hash the same
+# trained by engine/denoise/training.py; looked up like the autoencoders' weights ($LATENTCODEC_WEIGHTS, cache)
 LATENT_DENOISER_TAEF2 = WeightsFile(
     "latent-denoiser",
     "taef2.safetensors",
     "0f8d8eb984e60085b43c4cbebd9f4123874fe11075539624d7085909d0fd90e5",
     "",  # published nowhere: `latentcodec train-denoiser ../shared/data/train OUT` reproduces it
-    bundled=Path(__file__).parent / "weights" / "latent-denoiser-taef2.safetensors",
 )
 SD_SOURCE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 

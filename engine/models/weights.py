@@ -16,13 +16,12 @@ DOWNLOAD_ENV = "LATENTCODEC_DOWNLOAD"
 
 @dataclass(frozen=True)
 class WeightsFile:
-    """One weights file of a model: where it lives upstream (or in this package) and what it must hash to."""
+    """One weights file of a model: where it lives upstream and what it must hash to."""
 
     model_id: str
     filename: str
     sha256: str
     url: str
-    bundled: Path | None = None  # a copy shipped inside the package, used when no other is found
 
 
 def cache_dir() -> Path:
@@ -41,8 +40,7 @@ def file_sha256(path: Path) -> str:
 def _candidates(weights: WeightsFile) -> list[Path]:
     roots = [Path(os.environ[WEIGHTS_ENV])] if os.environ.get(WEIGHTS_ENV) else []
     roots.append(cache_dir())
-    paths = [root / weights.model_id / weights.filename for root in roots]
-    return paths + ([weights.bundled] if weights.bundled else [])
+    return [root / weights.model_id / weights.filename for root in roots]
 
 
 def _download(weights: WeightsFile) -> Path:
