@@ -1,7 +1,8 @@
 """What the latent denoiser buys: each stream decoded with and without it (same bytes, so equal bpp).
 
-The "auto" columns are what ``encode(..., denoiser="auto")`` gives: the encoder keeps the denoiser only for
-the images whose decoded PSNR it raises.
+The "auto" columns are what ``encode(..., denoiser="auto")`` gives: the encoder decodes the stream without the
+denoiser and at each strength (:mod:`~latentcodec.engine.denoise.strength`) and keeps the best; the same
+choice is made here from the same decodes.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from latentcodec.bench.metrics import bits_per_pixel, ms_ssim, psnr
 from latentcodec.engine.codec import Codec
+from latentcodec.engine.denoise import strength
 
 # (label, encode options): three operating points per mode, lowest rate first
 OPERATING_POINTS: tuple[tuple[str, dict], ...] = (
@@ -33,32 +36,28 @@ class DenoiseRecord:
     image: str
     point: str
     bpp: float
-    noise_level: float
+    noise_level: float  # measured at encode time
     psnr: float
-    psnr_denoised: float
+    psnr_denoised: float  # at the measured noise level
+    psnr_auto: float
     ms_ssim: float
     ms_ssim_denoised: float
+    ms_ssim_auto: float
+    strength: float  # of the auto choice, a fraction of the measured noise level; 0: no denoiser
     decode_s: float
     decode_denoised_s: float
 
     @property
     def kept(self) -> bool:
         """Whether ``denoiser="auto"`` keeps the denoiser for this stream."""
-        return self.psnr_denoised > self.psnr
-
-    @property
-    def psnr_auto(self) -> float:
-        return self.psnr_denoised if self.kept else self.psnr
-
-    @property
-    def ms_ssim_auto(self) -> float:
-        return self.ms_ssim_denoised if self.kept else self.ms_ssim
+        return self.strength > 0
 
 
-def _decode(codec: Codec, data: bytes, denoise: bool) -> tuple[np.ndarray, float]:
+def _decode(codec: Codec, data: bytes) -> tuple[torch.Tensor, np.ndarray, float]:
     started = time.perf_counter()
-    image = codec.decode(data, denoise=denoise)
-    return np.asarray(image.convert("RGB")), time.perf_counter() - started
+    decoded = codec.decode_batch_tensors([data])[0].unwrap()
+    pixels = np.asarray(decoded.to_pil().convert("RGB"))
+    return decoded.rgb, pixels, time.perf_counter() - started
 
 
 def run(
@@ -67,7 +66,8 @@ def run(
     points: Sequence[tuple[str, dict]] = OPERATING_POINTS,
     progress: Callable[[int], None] | None = None,
 ) -> list[DenoiseRecord]:
-    """Encode every image at every point (the stream names the model's denoiser) and decode it both ways."""
+    """Encode every image at every point (the stream names the model's denoiser) and decode it without the
+    denoiser and at each strength."""
     from latentcodec.engine.api import info
     from latentcodec.engine.denoise.registry import DEFAULT_DENOISERS
 
@@ -77,23 +77,28 @@ def run(
     records = []
     for path in paths:
         reference = np.asarray(Image.open(path).convert("RGB"))
+        reference_rgb = torch.tensor(reference).permute(2, 0, 1).float() / 255
         for label, options in points:
             data = codec.encode(reference, denoiser=denoiser, **options)
-            details = info(data)
+            variants = strength.variants(data)
             if not records:  # first use loads the networks: not part of the timings
-                _decode(codec, data, denoise=False), _decode(codec, data, denoise=True)
-            plain, plain_s = _decode(codec, data, denoise=False)
-            cleaned, cleaned_s = _decode(codec, data, denoise=True)
+                _decode(codec, variants[0]), _decode(codec, variants[-1])
+            decodes = [_decode(codec, variant) for variant in variants]
+            best = strength.choose(reference_rgb, [rgb for rgb, _, _ in decodes])
+            (_, plain, plain_s), (_, cleaned, cleaned_s), (_, chosen, _) = decodes[0], decodes[-1], decodes[best]
             records.append(
                 DenoiseRecord(
                     image=path.name,
                     point=label,
                     bpp=bits_per_pixel(len(data), *reference.shape[1::-1]),
-                    noise_level=float(details.noise_level or 0),
+                    noise_level=float(info(data).noise_level or 0),
                     psnr=psnr(reference, plain),
                     psnr_denoised=psnr(reference, cleaned),
+                    psnr_auto=psnr(reference, chosen),
                     ms_ssim=ms_ssim(reference, plain),
                     ms_ssim_denoised=ms_ssim(reference, cleaned),
+                    ms_ssim_auto=ms_ssim(reference, chosen),
+                    strength=(0.0, *strength.STRENGTHS)[best],
                     decode_s=plain_s,
                     decode_denoised_s=cleaned_s,
                 )
@@ -125,6 +130,7 @@ def summarize(records: Sequence[DenoiseRecord]) -> list[dict[str, float | str]]:
                 "psnr_auto": mean("psnr_auto"),
                 "ms_ssim_auto": mean("ms_ssim_auto"),
                 "kept": sum(r.kept for r in group),
+                "strengths": "/".join(str(sum(r.strength == s for r in group)) for s in strength.STRENGTHS),
                 "decode_ms": 1000 * mean("decode_s"),
                 "denoiser_ms": 1000 * (mean("decode_denoised_s") - mean("decode_s")),
             }
@@ -134,14 +140,14 @@ def summarize(records: Sequence[DenoiseRecord]) -> list[dict[str, float | str]]:
 
 def format_table(rows: Sequence[dict]) -> str:
     lines = [
-        "| point | bpp | PSNR | PSNR denoised | gain dB | MS-SSIM | MS-SSIM denoised | auto: PSNR | MS-SSIM | kept "
-        "| decode ms | + denoiser ms |",
+        "| point | bpp | PSNR | PSNR denoised | gain dB | MS-SSIM | MS-SSIM denoised | auto: PSNR | MS-SSIM "
+        "| kept (per strength) | decode ms | + denoiser ms |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['point']} | {r['bpp']:.3f} | {r['psnr']:.2f} | {r['psnr_denoised']:.2f} | {r['psnr_gain']:+.2f} "
             f"| {r['ms_ssim']:.4f} | {r['ms_ssim_denoised']:.4f} | {r['psnr_auto']:.2f} | {r['ms_ssim_auto']:.4f} "
-            f"| {r['kept']}/{r['images']} | {r['decode_ms']:.0f} | {r['denoiser_ms']:+.0f} |"
+            f"| {r['kept']}/{r['images']} ({r['strengths']}) | {r['decode_ms']:.0f} | {r['denoiser_ms']:+.0f} |"
         )
     return "\n".join(lines)

@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument(
         "--denoiser",
         default="auto",
-        help="denoiser to run before decoding: auto (the model's, where it helps), none, or an id",
+        help="denoiser to run before decoding: auto (the model's at its best strength, if it helps), none, or an id",
     )
     enc.set_defaults(run=cmd_encode)
 

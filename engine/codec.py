@@ -25,6 +25,7 @@ from latentcodec.engine import bitstream, entropy, latent_refinement, rate_contr
 from latentcodec.engine.batching import batches_by_key
 from latentcodec.engine.bitstream import DenoiserRef, Header, Stream
 from latentcodec.engine.coding import Coder, decoder_for, planes_tensor
+from latentcodec.engine.denoise import strength
 from latentcodec.engine.denoise.registry import LoadedDenoiser, load_denoiser
 from latentcodec.engine.errors import (
     EngineError,
@@ -255,24 +256,26 @@ class Codec:
                 if progress:
                     progress(1)
         if opts.checks_denoiser and opts.denoiser_for(self.model_id):
-            self._drop_unhelpful_denoiser(ready, results)
+            self._choose_denoising(ready, results)
 
-    def _drop_unhelpful_denoiser(self, ready: dict[int, PreparedImage], results: list) -> None:
-        """Keep the denoiser a stream names only where it raises the decoded PSNR (``denoiser="auto"``):
-        each stream is decoded with and without it, a batch at a time."""
+    def _choose_denoising(self, ready: dict[int, PreparedImage], results: list) -> None:
+        """``denoiser="auto"``: decode each stream without its denoiser and at each strength
+        (:mod:`~latentcodec.engine.denoise.strength`), a batch at a time, and keep the best by PSNR (on a
+        tie, the stream without the denoiser)."""
         encoded = [i for i in ready if results[i].ok]
-        for start in range(0, len(encoded), self.batch_size):
-            chunk = encoded[start : start + self.batch_size]
-            streams = [results[i].value for i in chunk]
-            plain = self.decode_batch_tensors(streams, denoise=False)
-            denoised = self.decode_batch_tensors(streams)
-            for i, without, with_it in zip(chunk, plain, denoised, strict=True):
-                if not (without.ok and with_it.ok):
-                    results[i] = without if not without.ok else with_it  # a stream we cannot decode is no result
+        per_stream = len(strength.STRENGTHS) + 1
+        streams_per_batch = max(1, self.batch_size // per_stream)
+        for start in range(0, len(encoded), streams_per_batch):
+            chunk = encoded[start : start + streams_per_batch]
+            choices = [strength.variants(results[i].value) for i in chunk]
+            decoded = self.decode_batch_tensors([variant for variants in choices for variant in variants])
+            for n, i in enumerate(chunk):
+                outcomes = decoded[n * per_stream : (n + 1) * per_stream]
+                if failed := next((r for r in outcomes if not r.ok), None):
+                    results[i] = failed  # a stream we cannot decode is no result
                     continue
-                reference = _to_unit(ready[i].rgb, torch.float32)
-                if rate_control.psnr(reference, without.value.rgb) >= rate_control.psnr(reference, with_it.value.rgb):
-                    results[i] = Result(bitstream.without_denoiser(results[i].value))
+                best = strength.choose(_to_unit(ready[i].rgb, torch.float32), [r.value.rgb for r in outcomes])
+                results[i] = Result(choices[n][best])
 
     def _encode_to_rate(self, prepared: PreparedImage, opts: EncodeOptions) -> bytes:
         """The best-PSNR stream within 10% of ``opts.target_bpp`` over the candidate scales and steps."""

@@ -125,7 +125,7 @@ def prepare(source: ImageInput, keep_alpha: bool = True) -> PreparedImage:
     except (OSError, ValueError) as exc:
         raise InvalidImageError(f"cannot convert image of mode {image.mode}: {exc}") from exc
     alpha = np.ascontiguousarray(array[:, :, 3]) if kind.has_alpha else None
-    rgb = torch.from_numpy(np.ascontiguousarray(array[:, :, :3].transpose(2, 0, 1)))
+    rgb = torch.from_numpy(np.array(array[:, :, :3].transpose(2, 0, 1), order="C"))  # a writable copy
     return PreparedImage(rgb, alpha, kind)
 
 

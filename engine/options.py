@@ -38,9 +38,9 @@ class EncodeOptions:
     smallest stream whose decoded PSNR reaches it (each try decodes: slower). ``effort`` (uniform mode)
     is the number of latent-refinement steps through the decoder (0: off; each costs a decoder forward and
     backward pass, seconds per Kodak image on a CPU). ``denoiser`` names the latent denoiser the stream asks
-    the decoder to run first: ``"auto"`` (the model's default, for the uniform and palette modes, kept only
-    where it raises the image's decoded PSNR: the encoder decodes each stream with and without it, two more
-    decoder passes; none, with a warning, where its weights are not installed), an id such as
+    the decoder to run first: ``"auto"`` (the model's default, for the uniform and palette modes: the encoder
+    decodes each stream without it and at three strengths and keeps the best PSNR, four more decoder passes;
+    none, with a warning, where its weights are not installed), an id such as
     ``"latent-denoiser"`` or ``"sd-unet"`` (always named, no check), or ``None``.
     """
 

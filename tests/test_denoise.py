@@ -1,6 +1,7 @@
 """The latent denoiser: model, training script, bitstream entry and decoding with and without it."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from PIL import Image
 import latentcodec
 from latentcodec.bench.metrics import psnr
 from latentcodec.engine import bitstream
-from latentcodec.engine.denoise import latent_denoiser, registry
+from latentcodec.engine.denoise import latent_denoiser, registry, strength
 from latentcodec.engine.denoise.latent_denoiser import LatentDenoiser
 from latentcodec.engine.denoise.training import main as train_main
 from latentcodec.engine.errors import ModelError, ModelMismatchError
@@ -25,6 +26,25 @@ def test_latent_denoiser_is_small_and_starts_as_the_identity():
     latents = torch.randn(2, 32, 5, 7)  # not a multiple of the U-Net's 4: padded inside, cropped back
     out = model(latents, torch.tensor([0.3, 1.2]), 1)
     assert torch.equal(out, latents)
+
+
+def test_nearby_noise_levels_get_nearby_conditioning():
+    unet = LatentDenoiser.untrained(32).unet
+    embed = lambda sigma: unet.time_proj(latent_denoiser.timestep(torch.tensor([sigma])))  # noqa: E731
+    for sigma in (0.06, 0.3, 1.2):  # the fine steps, middle and the coarsest steps the codec makes
+        near, far = (float((embed(sigma * f) - embed(sigma)).norm() / embed(sigma).norm()) for f in (1.01, 1.5))
+        assert near < 0.02 and far > 10 * near  # at 1000 sigma, as before, 1% moved it by 0.18 to 0.75
+
+
+def test_weights_trained_for_another_conditioning_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    model = LatentDenoiser.untrained(32)
+    state = {k: v.contiguous() for k, v in model.unet.state_dict().items()}
+    config = {k: list(v) if isinstance(v, tuple) else v for k, v in latent_denoiser.unet_config(32).items()}
+    save_file(state, str(tmp_path / "old.safetensors"), metadata={"config": json.dumps(config)})
+    with pytest.raises(ModelError, match="train them again"):
+        latent_denoiser.load(tmp_path / "old.safetensors")
 
 
 def test_the_registry_loads_trained_weights_that_match_its_sha256():
@@ -46,6 +66,21 @@ def test_training_runs_two_steps_on_tiny_crops(tmp_path):
         latent_denoiser.load(output, sha256="0" * 64)
 
 
+def test_weights_a_caller_trained_are_used_when_named(tmp_path, kodak_crop, monkeypatch):
+    output = tmp_path / "mine.safetensors"
+    train_tiny_denoiser(tmp_path / "train", output, steps=1)
+    monkeypatch.setattr(registry, "_cache", LoadedCache())  # forget the loaded denoiser (restored after the test)
+    default = registry.load_denoiser("latent-denoiser")
+    monkeypatch.setenv("LATENTCODEC_LATENT_DENOISER", str(output))
+    mine = registry.load_denoiser("latent-denoiser")  # no sha256 in the registry for it: the caller named it
+    assert mine.fingerprint != default.fingerprint
+    stream = latentcodec.Codec("taef2", device="cpu").encode(kodak_crop, step=2.0, denoiser="latent-denoiser")
+    assert bitstream.unpack(stream).header.denoiser.fingerprint == mine.fingerprint
+    monkeypatch.delenv("LATENTCODEC_LATENT_DENOISER")
+    with pytest.raises(ModelMismatchError):  # other weights refuse a stream made for these
+        latentcodec.Codec("taef2", device="cpu").decode(stream)
+
+
 def test_training_refuses_kodak(tmp_path):
     with pytest.raises(ValueError, match="Kodak"):
         train_main([str(SHARED / "data" / "kodak"), str(tmp_path / "x.safetensors"), "--steps", "1"])
@@ -65,12 +100,24 @@ def test_streams_name_the_denoiser_they_were_encoded_for(denoised_stream, kodak_
 
 
 @pytest.mark.parametrize("options", [{"mode": "uniform", "step": 3.0}, {"mode": "palette", "palette_size": 16}])
-def test_auto_keeps_the_denoiser_only_where_it_raises_psnr(kodak_crop, codec, options):
+def test_auto_keeps_the_denoising_strength_with_the_best_psnr(kodak_crop, codec, options):
     named = codec.encode(kodak_crop, denoiser="latent-denoiser", **options)
-    plain = codec.encode(kodak_crop, denoiser=None, **options)
+    variants = strength.variants(named)
+    assert variants[0] == codec.encode(kodak_crop, denoiser=None, **options) and variants[-1] == named
+    levels = [latentcodec.info(v).noise_level for v in variants[1:]]
+    assert levels == pytest.approx([s * latentcodec.info(named).noise_level for s in strength.STRENGTHS], rel=1e-3)
     reference = as_array(kodak_crop)
-    gain = psnr(reference, as_array(codec.decode(named))) - psnr(reference, as_array(codec.decode(plain)))
-    assert codec.encode(kodak_crop, **options) == (named if gain > 0 else plain)
+    scores = [psnr(reference, as_array(codec.decode(v))) for v in variants]
+    assert len(set(scores)) == len(scores)  # each strength decodes to a different picture
+    assert codec.encode(kodak_crop, **options) == variants[scores.index(max(scores))]
+
+
+def test_a_noise_level_can_be_rewritten_only_in_a_stream_that_names_a_denoiser(denoised_stream, kodak_crop):
+    level = latentcodec.info(denoised_stream).noise_level
+    assert bitstream.with_noise_level(denoised_stream, level) == denoised_stream
+    assert latentcodec.info(bitstream.with_noise_level(denoised_stream, 0.25)).noise_level == 0.25
+    with pytest.raises(ValueError, match="names no denoiser"):
+        bitstream.with_noise_level(latentcodec.encode(kodak_crop, step=2.0, denoiser=None), 0.25)
 
 
 def test_auto_drops_a_denoiser_that_hurts(kodak_crop, monkeypatch):
@@ -138,11 +185,13 @@ def test_denoise_gain_bench_reports_both_decodes_and_the_auto_choice(tmp_path, c
     records = denoise.run(codec, paths, points)
     assert [(r.image, r.point) for r in records] == [(p.name, label) for p in paths for label, _ in points]
     for r in records:
-        assert r.psnr_auto == max(r.psnr, r.psnr_denoised) and r.noise_level > 0
-        chosen = codec.encode(Image.open(tmp_path / r.image), **dict(points)[r.point])  # denoiser="auto"
-        assert (latentcodec.info(chosen).denoiser is not None) == r.kept
+        assert r.psnr_auto >= max(r.psnr, r.psnr_denoised) - 1e-9 and r.noise_level > 0
+        chosen = latentcodec.info(codec.encode(Image.open(tmp_path / r.image), **dict(points)[r.point]))  # "auto"
+        assert (chosen.denoiser is not None) == r.kept
+        assert chosen.noise_level == (pytest.approx(r.strength * r.noise_level, rel=1e-3) if r.kept else None)
     rows = denoise.summarize(records)
     assert [row["point"] for row in rows] == [label for label, _ in points]
     assert rows[0]["psnr_gain"] == pytest.approx(np.mean([r.psnr_denoised - r.psnr for r in records[::2]]))
     assert rows[0]["psnr_auto"] >= max(rows[0]["psnr"], rows[0]["psnr_denoised"]) - 1e-9
+    assert sum(map(int, rows[0]["strengths"].split("/"))) == rows[0]["kept"]
     assert denoise.format_table(rows).count("\n") == 3

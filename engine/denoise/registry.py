@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -20,7 +21,7 @@ from latentcodec.engine.models.weights import WeightsFile
 LATENT_DENOISER_TAEF2 = WeightsFile(
     "latent-denoiser",
     "taef2.safetensors",
-    "0f8d8eb984e60085b43c4cbebd9f4123874fe11075539624d7085909d0fd90e5",
+    "75559492c6c66aff696efa1110596f210bdd251d4680ef07bf72f9df8ffb28dc",
     "",  # published nowhere: `latentcodec train-denoiser ../shared/data/train OUT` reproduces it
 )
 SD_SOURCE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -50,7 +51,11 @@ class LoadedDenoiser:
         return lambda latents, sigma: self.module(latents, sigma, key)
 
 
-def _load_latent_denoiser(_source: str | None) -> nn.Module:
+def _load_latent_denoiser(source: str | None) -> nn.Module:
+    """The registry's weights (sha256-checked), or a file the caller trained and names (its fingerprint,
+    recorded in every stream, keeps decoders with other weights from using it)."""
+    if source is not None:
+        return latent_denoiser.load(Path(source))[0]
     return latent_denoiser.load(weights.resolve(LATENT_DENOISER_TAEF2), LATENT_DENOISER_TAEF2.sha256)[0]
 
 
@@ -59,6 +64,7 @@ _REGISTRY: dict[str, DenoiserSpec] = {
         "latent-denoiser",
         ("taef2",),
         _load_latent_denoiser,
+        source_env="LATENTCODEC_LATENT_DENOISER",
         description="The project's 0.9M-parameter UNet2DModel, trained on TAEF2 latents (engine/denoise/training.py)",
     ),
     "sd-unet": DenoiserSpec(
@@ -95,7 +101,8 @@ def load_denoiser(
     memory_format: torch.memory_format = torch.contiguous_format,
 ) -> LoadedDenoiser:
     """The denoiser on ``device`` in ``dtype``, in eval mode; loaded once, cached. ``source`` (or the
-    denoiser's environment variable, ``LATENTCODEC_SD_UNET``) overrides where diffusers weights come from."""
+    denoiser's environment variable: ``LATENTCODEC_SD_UNET``, ``LATENTCODEC_LATENT_DENOISER``) overrides where
+    its weights come from (a diffusers id or folder; a weights file the training script wrote)."""
     spec = denoiser_spec(denoiser_id)
 
     def load(source: str | None) -> LoadedDenoiser:
