@@ -22,7 +22,8 @@ LATENT_DENOISER_TAEF2 = WeightsFile(
     "latent-denoiser",
     "taef2.safetensors",
     "75559492c6c66aff696efa1110596f210bdd251d4680ef07bf72f9df8ffb28dc",
-    "",  # published nowhere: `latentcodec train-denoiser ../shared/data/train OUT` reproduces it
+    "",  # published nowhere: `latentcodec train-denoiser ../shared/data/train OUT` makes it (seeded; a run on
+    # another machine may differ in the last bits: use such a file through $LATENTCODEC_LATENT_DENOISER)
 )
 SD_SOURCE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
