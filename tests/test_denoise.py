@@ -64,6 +64,9 @@ def test_training_runs_two_steps_on_tiny_crops(tmp_path):
     assert all(t.dtype == torch.float16 for t in state.values())
     with pytest.raises(ModelError, match="sha256"):
         latent_denoiser.load(output, sha256="0" * 64)
+    for n in range(3):  # the same weights make the same file (its sha256 is what the registry pins)
+        latent_denoiser.save(model, tmp_path / f"again{n}.safetensors", {"model": "taef2", "steps": "2", "seed": "0"})
+    assert len({file_sha256(tmp_path / f"again{n}.safetensors") for n in range(3)}) == 1
 
 
 def test_weights_a_caller_trained_are_used_when_named(tmp_path, kodak_crop, monkeypatch):

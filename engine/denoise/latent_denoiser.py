@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 # with the level, e.g. -2.5 dB on one held-out image at step 4 and +0.4 dB with the level 15% lower.)
 CONDITIONING = "4 ln sigma"  # written into weight files; files trained for another conditioning are refused
 _MIN_SIGMA = 1e-3
+METADATA_KEY = "latentcodec"  # the weight file's one metadata entry: JSON of the config, conditioning, provenance
 _LEVELS = 3
 
 
@@ -87,7 +88,9 @@ def save(model: LatentDenoiser, path: Path, metadata: dict[str, str]) -> None:
 
     state = {k: v.detach().half().contiguous() for k, v in model.unet.state_dict().items()}
     config = {k: list(v) if isinstance(v, tuple) else v for k, v in unet_config(model.unet.config.in_channels).items()}
-    save_file(state, str(path), metadata={"config": json.dumps(config), "conditioning": CONDITIONING, **metadata})
+    # one metadata entry: safetensors writes several in a random order, so equal weights would hash differently
+    entry = json.dumps({"config": config, "conditioning": CONDITIONING, **metadata}, sort_keys=True)
+    save_file(state, str(path), metadata={METADATA_KEY: entry})
 
 
 def load(path: Path, sha256: str | None = None) -> tuple[LatentDenoiser, dict[str, torch.Tensor]]:
@@ -101,13 +104,14 @@ def load(path: Path, sha256: str | None = None) -> tuple[LatentDenoiser, dict[st
     if sha256 is not None and (actual := file_sha256(path)) != sha256:
         raise WeightsMismatchError(f"{path} has sha256 {actual}, expected {sha256}")
     with safe_open(str(path), "pt") as handle:
-        metadata = handle.metadata() or {}
+        metadata = json.loads((handle.metadata() or {}).get(METADATA_KEY, "{}"))
     if metadata.get("conditioning") != CONDITIONING:
         raise ModelError(
-            f"denoiser weights {path} were trained for the timestep {metadata.get('conditioning', '1000 sigma')!r},"
-            f" this version uses {CONDITIONING!r}: train them again (latentcodec train-denoiser)"
+            f"denoiser weights {path} were written by an older version (timestep"
+            f" {metadata.get('conditioning', '1000 sigma')!r}, now {CONDITIONING!r}): train them again"
+            " (latentcodec train-denoiser)"
         )
-    config = json.loads(metadata["config"])
+    config = metadata["config"]
     state = load_file(str(path))
     model = LatentDenoiser(UNet2DModel(**config))
     model.unet.load_state_dict({k: v.float() for k, v in state.items()})

@@ -21,9 +21,9 @@ from latentcodec.engine.models.weights import WeightsFile
 LATENT_DENOISER_TAEF2 = WeightsFile(
     "latent-denoiser",
     "taef2.safetensors",
-    "75559492c6c66aff696efa1110596f210bdd251d4680ef07bf72f9df8ffb28dc",
-    "",  # published nowhere: `latentcodec train-denoiser ../shared/data/train OUT` makes it (seeded; a run on
-    # another machine may differ in the last bits: use such a file through $LATENTCODEC_LATENT_DENOISER)
+    "f4ef814cd829685299daea1c2fcd5471649a488ea42c98be4771524aff46ef5e",
+    "",  # published nowhere: `latentcodec train-denoiser ../shared/data/train OUT` makes it (seeded: two runs on
+    # one machine gave equal weights; another machine's may differ in the last bits: $LATENTCODEC_LATENT_DENOISER)
 )
 SD_SOURCE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
