@@ -138,19 +138,21 @@ def pack(stream: Stream) -> bytes:
     return body + _U32.pack(zlib.crc32(body))
 
 
+def _with_denoiser(stream: Stream, denoiser: DenoiserRef | None) -> bytes:
+    return pack(replace(stream, header=replace(stream.header, denoiser=denoiser)))
+
+
 def with_noise_level(data: bytes, noise_level: float) -> bytes:
     """The same stream with its denoiser conditioned on ``noise_level`` (stored as float16)."""
     stream = unpack(data)
     if stream.header.denoiser is None:
         raise ValueError("the stream names no denoiser")
-    denoiser = replace(stream.header.denoiser, noise_level=noise_level)
-    return pack(replace(stream, header=replace(stream.header, denoiser=denoiser)))
+    return _with_denoiser(stream, replace(stream.header.denoiser, noise_level=noise_level))
 
 
 def without_denoiser(data: bytes) -> bytes:
     """The same stream asking for no denoiser (written as version 1, as if encoded with ``denoiser=None``)."""
-    stream = unpack(data)
-    return pack(replace(stream, header=replace(stream.header, denoiser=None)))
+    return _with_denoiser(unpack(data), None)
 
 
 class _Reader:

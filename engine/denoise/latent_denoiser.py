@@ -40,6 +40,11 @@ def unet_config(latent_channels: int = 32) -> dict:
     }
 
 
+def stored_config(latent_channels: int = 32) -> dict:
+    """:func:`unet_config` as weight files store it (JSON: lists for tuples)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in unet_config(latent_channels).items()}
+
+
 class LatentDenoiser(nn.Module):
     """Quantized latents ``y``, their noise level ``sigma`` ``[B]`` and coding mode -> clean latents,
     ``y + sigma * unet(y, 4 ln sigma, mode)``.
@@ -87,7 +92,7 @@ def save(model: LatentDenoiser, path: Path, metadata: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
     state = {k: v.detach().half().contiguous() for k, v in model.unet.state_dict().items()}
-    config = {k: list(v) if isinstance(v, tuple) else v for k, v in unet_config(model.unet.config.in_channels).items()}
+    config = stored_config(model.unet.config.in_channels)
     # one metadata entry: safetensors writes several in a random order, so equal weights would hash differently
     entry = json.dumps({"config": config, "conditioning": CONDITIONING, **metadata}, sort_keys=True)
     save_file(state, str(path), metadata={METADATA_KEY: entry})
