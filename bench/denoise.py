@@ -67,7 +67,7 @@ def run(
     progress: Callable[[int], None] | None = None,
 ) -> list[DenoiseRecord]:
     """Encode every image at every point (the stream names the model's denoiser) and decode it without the
-    denoiser and at each strength."""
+    denoiser, at the measured noise level and at each strength."""
     from latentcodec.engine.api import info
     from latentcodec.engine.denoise.registry import DEFAULT_DENOISERS
 
@@ -82,10 +82,11 @@ def run(
             data = codec.encode(reference, denoiser=denoiser, **options)
             variants = strength.variants(data)
             if not records:  # first use loads the networks: not part of the timings
-                _decode(codec, variants[0]), _decode(codec, variants[-1])
+                _decode(codec, variants[0]), _decode(codec, data)
             decodes = [_decode(codec, variant) for variant in variants]
             best = strength.choose(reference_rgb, [rgb for rgb, _, _ in decodes])
-            (_, plain, plain_s), (_, cleaned, cleaned_s), (_, chosen, _) = decodes[0], decodes[-1], decodes[best]
+            (_, plain, plain_s), (_, chosen, _) = decodes[0], decodes[best]
+            _, cleaned, cleaned_s = _decode(codec, data)  # at the measured level, as a named denoiser id writes it
             records.append(
                 DenoiseRecord(
                     image=path.name,

@@ -240,7 +240,9 @@ class PaletteCoder:
             raise ValueError(f"palette size must be in [2, {MAX_PALETTE}], got {size}")
         self.size, self.dither, self.backend, self.device = size, dither, backend, torch.device(device)
 
-    def encode(self, latents: torch.Tensor) -> CodedBatch:
+    def fit(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each image's palette as stored: its 8-bit symbols ``[B, C, K, 1]``, channel ranges ``lo``, ``hi``
+        ``[B, C]`` and the palette they decode to, ``[B, K, C]``."""
         b, c = latents.shape[:2]
         fitted = [fit_palette(latents[i].flatten(1).T, self.size) for i in range(b)]  # same seed: batch-invariant
         k = fitted[0].shape[0]
@@ -249,9 +251,17 @@ class PaletteCoder:
         scale = (hi - lo) / 255
         symbols = kernels.quantize_planes(as_planes, lo, scale, 0, 255, 1, self.backend)
         palettes = kernels.dequantize_planes(symbols, lo, scale, (c, k, 1), 1, False, backend=self.backend)
-        choose = dither_indices if self.dither else nearest_indices
-        palettes = palettes[..., 0].permute(0, 2, 1).contiguous()
-        indices = choose(latents, palettes, self.backend)
+        return symbols, lo, hi, palettes[..., 0].permute(0, 2, 1).contiguous()
+
+    def indices(self, latents: torch.Tensor, palettes: torch.Tensor) -> torch.Tensor:
+        """Palette indices ``[B, H, W]`` of latents ``[B, C, H, W]``: dithered or nearest."""
+        return (dither_indices if self.dither else nearest_indices)(latents, palettes, self.backend)
+
+    def encode(self, latents: torch.Tensor) -> CodedBatch:
+        b = latents.shape[0]
+        symbols, lo, hi, palettes = self.fit(latents)
+        k = palettes.shape[1]
+        indices = self.indices(latents, palettes)
         noise = rms_error(latents, kernels.palette_lookup(indices, palettes, self.backend))
         planes = torch.cat([symbols, _index_planes(indices, _index_bytes(k), self.backend)], dim=1)
         sizes = torch.full((b,), k, dtype=torch.int16, device=latents.device)

@@ -21,8 +21,8 @@ from latentcodec.engine.models.weights import WeightsFile
 LATENT_DENOISER_TAEF2 = WeightsFile(
     "latent-denoiser",
     "taef2.safetensors",
-    "f4ef814cd829685299daea1c2fcd5471649a488ea42c98be4771524aff46ef5e",
-    "",  # published nowhere: `latentcodec train-denoiser ../shared/data/train OUT` makes it (seeded: two runs on
+    "8139065f1bd50fa937e8317cd2a6ce08d32f2e5d64e3d200f55810fda11012f2",
+    "",  # published nowhere: `latentcodec train-denoiser ../shared/data/train OUT` makes it (seeded: two short runs on
     # one machine gave equal weights; another machine's may differ in the last bits: $LATENTCODEC_LATENT_DENOISER)
 )
 SD_SOURCE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
