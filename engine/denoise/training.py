@@ -223,9 +223,14 @@ def train(config: TrainConfig, log=print) -> LatentDenoiser:
 
 def _encoded(paths: list[Path], model: LatentAutoencoder, config: TrainConfig) -> list[list[Sample]]:
     """:func:`encode_folder`, kept in ``config.cache`` between runs of one recipe."""
-    recipe = {"paths": [p.name for p in paths], "augment": config.augment, "palettes": palette_sizes(config)}
-    recipe |= {"noise": "whole image"}
-    recipe |= {"crop": config.crop, "model": config.model}
+    recipe = {
+        "paths": [p.name for p in paths],
+        "augment": config.augment,
+        "palettes": palette_sizes(config),
+        "noise": "whole image",
+        "crop": config.crop,
+        "model": config.model,
+    }
     if config.cache is not None and config.cache.is_file():
         cached = torch.load(config.cache)
         if cached.get("recipe") == recipe:
