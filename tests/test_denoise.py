@@ -17,6 +17,7 @@ from latentcodec.engine.denoise import latent_denoiser, registry, strength, trai
 from latentcodec.engine.denoise.latent_denoiser import LatentDenoiser
 from latentcodec.engine.denoise.training import main as train_main
 from latentcodec.engine.errors import ModelError, ModelMismatchError
+from latentcodec.engine.models import load_model
 from latentcodec.engine.models.cache import LoadedCache
 from latentcodec.engine.models.weights import file_sha256, resolve
 from tests.conftest import SHARED, as_array, kodak_path, train_tiny_denoiser
@@ -111,6 +112,24 @@ def test_training_quantizes_crops_like_the_codec():
         whole = training.noise_level(training._uniform(images[row], step.item())[None], images[row][None])
         assert torch.allclose(sigma[row], whole[0], rtol=1e-4)
         assert sigma[row] > 1.2 * training.noise_level(quantized[row][None], crops[row][None])[0]
+
+
+def test_training_validates_on_whole_held_out_images_as_the_codec_decodes_them(tmp_path, codec):
+    path = sorted((SHARED / "data" / "train").iterdir())[-1]
+    Image.open(path).convert("RGB").crop((0, 0, 160, 144)).save(tmp_path / "held.png")
+    config = training.TrainConfig(tmp_path, tmp_path / "out", crop=16, max_palette=8, augment=False)
+    model = load_model("taef2")
+    samples = training.encode_folder([tmp_path / "held.png"], model, config)[0]
+    scores = training.validate(LatentDenoiser.untrained(), model, samples, config)  # the identity
+    assert [s.point for s in scores] == ["uniform step 4", "uniform step 2", "uniform step 1", "palette 8"]
+    assert all(s.measured == s.plain == s.auto for s in scores)
+    reference = as_array(Image.open(tmp_path / "held.png"))
+    decoded = codec.decode(codec.encode(reference, mode="uniform", step=2.0, denoiser=None))
+    assert psnr(reference, as_array(decoded)) == pytest.approx(scores[1].plain, abs=0.05)
+    harmful = LatentDenoiser.untrained()
+    torch.nn.init.normal_(harmful.unet.conv_out.weight, std=0.5)
+    scores = training.validate(harmful, model, samples, config)
+    assert all(s.measured < s.plain - 0.1 and s.auto >= s.plain for s in scores)
 
 
 def test_training_views_mirror_and_halve_images():
