@@ -19,16 +19,7 @@ from PIL import Image
 from latentcodec.bench.metrics import bits_per_pixel, ms_ssim, psnr
 from latentcodec.engine.codec import Codec
 from latentcodec.engine.denoise import strength
-
-# (label, encode options): three operating points per mode, lowest rate first
-OPERATING_POINTS: tuple[tuple[str, dict], ...] = (
-    ("uniform step 4", {"mode": "uniform", "step": 4.0}),
-    ("uniform step 2", {"mode": "uniform", "step": 2.0}),
-    ("uniform step 1", {"mode": "uniform", "step": 1.0}),
-    ("palette 8", {"mode": "palette", "palette_size": 8}),
-    ("palette 32", {"mode": "palette", "palette_size": 32}),
-    ("palette 256", {"mode": "palette", "palette_size": 256}),
-)
+from latentcodec.engine.denoise.strength import OPERATING_POINTS
 
 
 @dataclass(frozen=True)

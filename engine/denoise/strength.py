@@ -21,6 +21,17 @@ from latentcodec.engine import bitstream, rate_control
 
 STRENGTHS = (0.4, 0.6, 1.2)  # fractions of the measured noise level, chosen on held-out training images
 
+# where the denoiser is measured (gain bench, training's validation): (label, encode options), three per mode,
+# lowest rate first
+OPERATING_POINTS: tuple[tuple[str, dict], ...] = (
+    ("uniform step 4", {"mode": "uniform", "step": 4.0}),
+    ("uniform step 2", {"mode": "uniform", "step": 2.0}),
+    ("uniform step 1", {"mode": "uniform", "step": 1.0}),
+    ("palette 8", {"mode": "palette", "palette_size": 8}),
+    ("palette 32", {"mode": "palette", "palette_size": 32}),
+    ("palette 256", {"mode": "palette", "palette_size": 256}),
+)
+
 
 def variants(data: bytes) -> list[bytes]:
     """``data`` without its denoiser, then with it at each of :data:`STRENGTHS` (``data`` must name one)."""

@@ -243,17 +243,6 @@ def _encoded(paths: list[Path], model: LatentAutoencoder, config: TrainConfig) -
     return groups
 
 
-# the gain bench's operating points (bench/denoise.py): (coding mode, uniform step or palette size)
-VALIDATION_POINTS = (
-    (CodingMode.UNIFORM, 4.0),
-    (CodingMode.UNIFORM, 2.0),
-    (CodingMode.UNIFORM, 1.0),
-    (CodingMode.PALETTE, 8),
-    (CodingMode.PALETTE, 32),
-    (CodingMode.PALETTE, 256),
-)
-
-
 @dataclass(frozen=True)
 class HeldOutScore:
     """Mean PSNR (dB) of the whole held-out images at one operating point: decoded plain, after the denoiser at
@@ -276,27 +265,27 @@ class HeldOutScore:
 def validate(
     denoiser: LatentDenoiser, model: LatentAutoencoder, samples: list[Sample], config: TrainConfig
 ) -> list[HeldOutScore]:
-    """:class:`HeldOutScore` of each of :data:`VALIDATION_POINTS` (palettes among those trained) on the whole
+    """:class:`HeldOutScore` at each of ``strength.OPERATING_POINTS`` (palettes among those trained) on the whole
     held-out images. Whole images, because crops misled: two networks that scored 0.4 dB more than the pinned one
     on held-out uniform crops gained 0.1 dB less on the whole held-out images (mean auto gain)."""
     sizes = palette_sizes(config)
     scores = []
-    for mode, knob in VALIDATION_POINTS:
-        if mode == CodingMode.PALETTE and knob not in sizes:
+    for label, options in strength.OPERATING_POINTS:
+        mode = CodingMode.parse(options["mode"])
+        if mode == CodingMode.PALETTE and options["palette_size"] not in sizes:
             continue
         rows = []
         for sample in samples:
             latents = sample.latents[None]
             if mode == CodingMode.UNIFORM:
-                quantized = _uniform(latents, knob)
+                quantized = _uniform(latents, options["step"])
             else:
-                quantized = _dithered(latents, sample.palettes[sizes.index(knob)][None])
+                quantized = _dithered(latents, sample.palettes[sizes.index(options["palette_size"])][None])
             sigma = noise_level(quantized, latents)
             decodes = [quantized] + [denoiser(quantized, s * sigma, int(mode)) for s in (1.0, *strength.STRENGTHS)]
             psnrs = [_psnr(model.decode(z)[0], sample.image) for z in decodes]
             rows.append((psnrs[0], psnrs[1], max(psnrs[:1] + psnrs[2:])))
         plain, measured, auto = np.mean(rows, axis=0).tolist()
-        label = f"{mode.label} step {knob:g}" if mode == CodingMode.UNIFORM else f"{mode.label} {knob}"
         scores.append(HeldOutScore(label, plain, measured, auto))
     return scores
 
