@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from latentcodec import kernels
+from latentcodec.engine import rate_control
 from latentcodec.engine.coding import CodingMode, PaletteCoder, rms_error
 from latentcodec.engine.denoise import latent_denoiser, strength
 from latentcodec.engine.denoise.latent_denoiser import LatentDenoiser
@@ -283,15 +284,11 @@ def validate(
                 quantized = _dithered(latents, sample.palettes[sizes.index(options["palette_size"])][None])
             sigma = noise_level(quantized, latents)
             decodes = [quantized] + [denoiser(quantized, s * sigma, int(mode)) for s in (1.0, *strength.STRENGTHS)]
-            psnrs = [_psnr(model.decode(z)[0], sample.image) for z in decodes]
+            psnrs = [rate_control.psnr(sample.image, model.decode(z)[0]) for z in decodes]
             rows.append((psnrs[0], psnrs[1], max(psnrs[:1] + psnrs[2:])))
         plain, measured, auto = np.mean(rows, axis=0).tolist()
         scores.append(HeldOutScore(label, plain, measured, auto))
     return scores
-
-
-def _psnr(decoded: torch.Tensor, image: torch.Tensor) -> float:
-    return -10 * math.log10(F.mse_loss(decoded.clamp(0, 1), image).item())
 
 
 def main(argv: list[str] | None = None) -> None:
