@@ -1,8 +1,9 @@
 """What the latent denoiser buys: each stream decoded with and without it (same bytes, so equal bpp).
 
-The "auto" columns are what ``encode(..., denoiser="auto")`` gives: the encoder decodes the stream without the
-denoiser and at each strength (:mod:`~latentcodec.engine.denoise.strength`) and keeps the best; the same
-choice is made here from the same decodes.
+The "denoised" columns are what a stream naming the denoiser gives (its default strength); the "auto" columns
+what ``encode(..., denoiser="auto")`` gives: the encoder decodes the stream without the denoiser and at each
+strength (:mod:`~latentcodec.engine.denoise.strength`) and keeps the best; the same choice is made here from
+the same decodes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from PIL import Image
 
 from latentcodec.bench.metrics import bits_per_pixel, ms_ssim, psnr
+from latentcodec.engine import bitstream
 from latentcodec.engine.codec import Codec
 from latentcodec.engine.denoise import strength
 from latentcodec.engine.denoise.strength import OPERATING_POINTS
@@ -29,7 +31,7 @@ class DenoiseRecord:
     bpp: float
     noise_level: float  # measured at encode time
     psnr: float
-    psnr_denoised: float  # at the measured noise level
+    psnr_denoised: float  # at the denoiser's default strength, as a stream naming it records
     psnr_auto: float
     ms_ssim: float
     ms_ssim_denoised: float
@@ -58,32 +60,35 @@ def run(
     progress: Callable[[int], None] | None = None,
 ) -> list[DenoiseRecord]:
     """Encode every image at every point (the stream names the model's denoiser) and decode it without the
-    denoiser, at the measured noise level and at each strength."""
+    denoiser, at the denoiser's default strength and at each of auto's strengths."""
     from latentcodec.engine.api import info
-    from latentcodec.engine.denoise.registry import DEFAULT_DENOISERS
+    from latentcodec.engine.denoise.registry import DEFAULT_DENOISERS, denoiser_spec
 
     denoiser = DEFAULT_DENOISERS.get(codec.model_id)
     if denoiser is None:
         raise ValueError(f"model {codec.model_id!r} has no default denoiser")
+    default_strength = denoiser_spec(denoiser).strength
     records = []
     for path in paths:
         reference = np.asarray(Image.open(path).convert("RGB"))
         reference_rgb = torch.tensor(reference).permute(2, 0, 1).float() / 255
         for label, options in points:
-            data = codec.encode(reference, denoiser=denoiser, **options)
+            data = codec.encode(reference, denoiser=denoiser, denoiser_strength=1.0, **options)  # measured level
+            level = float(info(data).noise_level or 0)
             variants = strength.variants(data)
+            named = bitstream.with_noise_level(data, default_strength * level)  # as a stream naming it records
             if not records:  # first use loads the networks: not part of the timings
                 _decode(codec, variants[0]), _decode(codec, data)
             decodes = [_decode(codec, variant) for variant in variants]
             best = strength.choose(reference_rgb, [rgb for rgb, _, _ in decodes])
             (_, plain, plain_s), (_, chosen, _) = decodes[0], decodes[best]
-            _, cleaned, cleaned_s = _decode(codec, data)  # at the measured level, as a named denoiser id writes it
+            _, cleaned, cleaned_s = _decode(codec, named)
             records.append(
                 DenoiseRecord(
                     image=path.name,
                     point=label,
                     bpp=bits_per_pixel(len(data), *reference.shape[1::-1]),
-                    noise_level=float(info(data).noise_level or 0),
+                    noise_level=level,
                     psnr=psnr(reference, plain),
                     psnr_denoised=psnr(reference, cleaned),
                     psnr_auto=psnr(reference, chosen),

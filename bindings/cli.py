@@ -77,6 +77,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         target_psnr=args.target_psnr,
         effort=args.effort,
         denoiser=args.denoiser,
+        denoiser_strength=args.denoiser_strength,
     )
     try:
         EncodeOptions(**options)
@@ -274,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--denoiser",
         default="auto",
         help="denoiser to run before decoding: auto (the model's at its best strength, if it helps), none, or an id",
+    )
+    enc.add_argument(
+        "--denoiser-strength",
+        type=float,
+        help="with a named --denoiser: fraction of the measured noise level to denoise (default: the denoiser's)",
     )
     enc.set_defaults(run=cmd_encode)
 

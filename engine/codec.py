@@ -285,7 +285,7 @@ class Codec:
         candidates = []
         for stream in self._streams_at_scales(prepared, opts):
             data = stream(rate_control.finest_step_within(lambda step, stream=stream: len(stream(step)), budget))
-            candidates.append(self._candidate(data, reference))
+            candidates.append(self._candidate(data, reference, opts))
         return rate_control.choose(candidates, budget)
 
     def _encode_to_quality(self, prepared: PreparedImage, opts: EncodeOptions) -> bytes:
@@ -297,7 +297,7 @@ class Codec:
 
             @cache
             def quality(step: float, stream=stream) -> float:
-                tried.append(self._candidate(stream(step), reference))
+                tried.append(self._candidate(stream(step), reference, opts))
                 return tried[-1].psnr
 
             step = rate_control.coarsest_step_reaching(quality, opts.target_psnr)
@@ -315,9 +315,12 @@ class Codec:
                 job, latents, replace(at_scale, step=step)
             ))  # fmt: skip
 
-    def _candidate(self, data: bytes, reference: torch.Tensor) -> rate_control.Candidate:
-        """A stream and the PSNR of its decoded image against ``reference``."""
-        return rate_control.Candidate(data, rate_control.psnr(reference, self.decode_tensors([data])[0]))
+    def _candidate(self, data: bytes, reference: torch.Tensor, opts: EncodeOptions) -> rate_control.Candidate:
+        """A stream and the PSNR of its decoded image against ``reference``. Under ``denoiser="auto"`` it is
+        decoded without the denoiser: the strength chosen afterwards decodes at least as well, so a PSNR
+        target reached here holds (the measured level the candidate records can cost dBs)."""
+        decoded = self.decode_tensors([data], denoise=not opts.checks_denoiser)[0]
+        return rate_control.Candidate(data, rate_control.psnr(reference, decoded))
 
     def _pack_latents(self, job: _EncodeJob, latents: torch.Tensor, opts: EncodeOptions) -> bytes:
         """The stream of one image's latents ``[1, C, h, w]`` under ``opts``."""
@@ -373,8 +376,9 @@ class Codec:
         else:
             placement = (self.device, torch.float32, self.denoiser_source, self.memory_format)
             loaded = load_denoiser(denoiser_id, *placement)
-            denoise = loaded.pass_fn(loaded.schedule_key(opts.step_value / 12**0.5, opts.mode))
-            decode = lambda quantized, noise: decoder.decode(denoise(quantized, noise))  # noqa: E731
+            fraction = opts.noise_fraction(denoiser_id)  # of the noise level, as the stream will record it
+            denoise = loaded.pass_fn(loaded.schedule_key(fraction * opts.step_value / 12**0.5, opts.mode))
+            decode = lambda quantized, noise: decoder.decode(denoise(quantized, fraction * noise))  # noqa: E731
         target = _to_unit(pad_to_multiple(images, self.spec.downsample), torch.float32).to(self.device)
         return latent_refinement.refine(decode, latents, target, opts.step_value, opts.effort)
 
@@ -397,7 +401,8 @@ class Codec:
         denoiser = None
         if denoiser_id:
             loaded = self.denoiser(denoiser_id)
-            denoiser = DenoiserRef(denoiser_id, loaded.fingerprint, float(noise.get()[row]))
+            level = float(noise.get()[row]) * opts.noise_fraction(denoiser_id)
+            denoiser = DenoiserRef(denoiser_id, loaded.fingerprint, level)
         height, width = job.rgb.shape[1:]
         down = model.spec.downsample
         mode_params = params.get()[row].numpy().tobytes()

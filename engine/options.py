@@ -24,6 +24,7 @@ from latentcodec.engine.errors import UnknownModelError
 
 DEFAULT_MODE = CodingMode.UNIFORM
 AUTO = "auto"
+MAX_DENOISER_STRENGTH = 4.0
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,9 @@ class EncodeOptions:
     the decoder to run first: ``"auto"`` (the model's default, for the uniform and palette modes: the encoder
     decodes each stream without it and at three strengths and keeps the best PSNR, four more decoder passes;
     none, with a warning, where its weights are not installed), an id such as
-    ``"latent-denoiser"`` or ``"sd-unet"`` (always named, no check), or ``None``.
+    ``"latent-denoiser"`` or ``"sd-unet"`` (always named, no check), or ``None``. ``denoiser_strength`` (with a
+    named id) is the fraction of the measured quantization noise level the stream records, i.e. how strongly
+    the decoder denoises; by default the denoiser's own (0.5 for ``latent-denoiser``, 1 for ``sd-unet``).
     """
 
     mode: CodingMode = DEFAULT_MODE
@@ -56,6 +59,7 @@ class EncodeOptions:
     target_psnr: float | None = None
     effort: int = 0
     denoiser: str | None = AUTO
+    denoiser_strength: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", CodingMode.parse(self.mode))
@@ -66,6 +70,13 @@ class EncodeOptions:
                 denoiser_spec(self.denoiser)
             except UnknownModelError as exc:
                 raise ValueError(str(exc)) from None
+        if self.denoiser_strength is not None:
+            if self.denoiser in (None, AUTO):
+                raise ValueError("denoiser_strength needs a named denoiser ('auto' chooses the strength itself)")
+            if not 0 < self.denoiser_strength <= MAX_DENOISER_STRENGTH:
+                raise ValueError(
+                    f"denoiser_strength must be in (0, {MAX_DENOISER_STRENGTH}], got {self.denoiser_strength}"
+                )
         if self.quality is not None and not 0 <= self.quality <= 100:
             raise ValueError(f"quality must be in [0, 100], got {self.quality}")
         if not 0 < self.scale <= 1:
@@ -102,6 +113,13 @@ class EncodeOptions:
                 raise ValueError(f"denoiser {self.denoiser!r} does not work in the latent space of {model_id!r}")
             return self.denoiser
         return DEFAULT_DENOISERS.get(model_id) if self.mode is not CodingMode.SCALAR8 else None
+
+    def noise_fraction(self, denoiser_id: str) -> float:
+        """The fraction of the measured noise level a stream naming ``denoiser_id`` records (``"auto"``: all of
+        it; the strengths are applied to it afterwards)."""
+        if self.checks_denoiser:
+            return 1.0
+        return self.denoiser_strength or denoiser_spec(denoiser_id).strength
 
     @property
     def checks_denoiser(self) -> bool:

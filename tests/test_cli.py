@@ -6,6 +6,7 @@ import pytest
 
 import latentcodec
 from latentcodec.bindings.cli import main
+from latentcodec.engine.denoise.registry import denoiser_spec
 
 
 @pytest.fixture()
@@ -53,6 +54,10 @@ def test_denoiser_flags(tmp_path, crop_file):
     assert main(["decode", str(lcz), "-o", str(with_it)]) == 0
     assert main(["decode", str(lcz), "-o", str(without), "--no-denoise"]) == 0
     assert Image.open(with_it).tobytes() != Image.open(without).tobytes()
+    level = latentcodec.info(lcz.read_bytes()).noise_level / denoiser_spec("latent-denoiser").strength  # measured
+    flags = ["--step", "2", "--denoiser", "latent-denoiser", "--denoiser-strength", "1"]
+    assert main(["encode", str(crop_file), "-o", str(lcz), *flags]) == 0
+    assert latentcodec.info(lcz.read_bytes()).noise_level == pytest.approx(level, rel=1e-3)
     assert main(["encode", str(crop_file), "-o", str(lcz), "--denoiser", "none"]) == 0
     assert latentcodec.info(lcz.read_bytes()).denoiser is None
 
@@ -75,6 +80,7 @@ def test_many_files_into_a_folder_with_one_failure(tmp_path, crop_file, capsys):
         (["info", __file__], 1, "bad magic"),
         (["--model", "nope", "encode", __file__], 1, "unknown model"),
         (["encode", "X", "--denoiser", "nope"], 2, "unknown denoiser"),
+        (["encode", "X", "--denoiser-strength", "0.5"], 2, "needs a named denoiser"),
     ],
 )
 def test_user_errors_are_one_line(argv, code, message, capsys):

@@ -159,7 +159,7 @@ def test_streams_name_the_denoiser_they_were_encoded_for(denoised_stream, kodak_
 
 @pytest.mark.parametrize("options", [{"mode": "uniform", "step": 3.0}, {"mode": "palette", "palette_size": 16}])
 def test_auto_keeps_the_denoising_strength_with_the_best_psnr(kodak_crop, codec, options):
-    named = codec.encode(kodak_crop, denoiser="latent-denoiser", **options)
+    named = codec.encode(kodak_crop, denoiser="latent-denoiser", denoiser_strength=1.0, **options)  # measured
     variants = strength.variants(named)
     assert variants[0] == codec.encode(kodak_crop, denoiser=None, **options)
     levels = [latentcodec.info(v).noise_level for v in variants[1:]]
@@ -168,6 +168,33 @@ def test_auto_keeps_the_denoising_strength_with_the_best_psnr(kodak_crop, codec,
     scores = [psnr(reference, as_array(codec.decode(v))) for v in variants]
     assert len(set(scores)) == len(scores)  # each strength decodes to a different picture
     assert codec.encode(kodak_crop, **options) == variants[scores.index(max(scores))]
+
+
+def test_a_named_denoiser_records_its_default_strength_unless_told_otherwise(kodak_crop, codec):
+    options = {"mode": "uniform", "step": 3.0, "denoiser": "latent-denoiser"}
+    measured = latentcodec.info(codec.encode(kodak_crop, denoiser_strength=1.0, **options)).noise_level
+    named = codec.encode(kodak_crop, **options)
+    default = registry.denoiser_spec("latent-denoiser").strength
+    assert default == strength.NAMED_LATENT_DENOISER < 1
+    assert latentcodec.info(named).noise_level == pytest.approx(default * measured, rel=1e-3)
+    stronger = codec.encode(kodak_crop, denoiser_strength=0.8, **options)
+    assert latentcodec.info(stronger).noise_level == pytest.approx(0.8 * measured, rel=1e-3)
+    assert bitstream.without_denoiser(stronger) == bitstream.without_denoiser(named)  # the same symbols
+    assert not np.array_equal(as_array(codec.decode(stronger)), as_array(codec.decode(named)))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"denoiser_strength": 0.5}, "needs a named denoiser"),
+        ({"denoiser": None, "denoiser_strength": 0.5}, "needs a named denoiser"),
+        ({"denoiser": "latent-denoiser", "denoiser_strength": 0.0}, "denoiser_strength must be"),
+        ({"denoiser": "latent-denoiser", "denoiser_strength": 5.0}, "denoiser_strength must be"),
+    ],
+)
+def test_denoiser_strength_is_checked(kodak_crop, options, message):
+    with pytest.raises(ValueError, match=message):
+        latentcodec.encode(kodak_crop, mode="uniform", step=3.0, **options)
 
 
 def test_a_noise_level_can_be_rewritten_only_in_a_stream_that_names_a_denoiser(denoised_stream, kodak_crop):
@@ -246,7 +273,7 @@ def test_denoise_gain_bench_reports_both_decodes_and_the_auto_choice(tmp_path, c
         assert r.psnr_auto >= r.psnr - 1e-9 and r.noise_level > 0
         image = Image.open(tmp_path / r.image)
         named = codec.decode(codec.encode(image, denoiser="latent-denoiser", **dict(points)[r.point]))
-        assert psnr(as_array(image), as_array(named)) == pytest.approx(r.psnr_denoised)  # at the measured level
+        assert psnr(as_array(image), as_array(named)) == pytest.approx(r.psnr_denoised)  # at the default strength
         chosen = latentcodec.info(codec.encode(image, **dict(points)[r.point]))  # "auto"
         assert (chosen.denoiser is not None) == r.kept
         assert chosen.noise_level == (pytest.approx(r.strength * r.noise_level, rel=1e-3) if r.kept else None)

@@ -77,6 +77,15 @@ def test_target_psnr_is_reached_with_the_smallest_stream(codec, photo):
     assert psnr(as_array(photo), as_array(codec.decode(unreachable))) > 26.5
 
 
+def test_rate_control_under_auto_scores_candidates_without_the_denoiser(photo, monkeypatch):
+    from latentcodec.engine.denoise import registry
+
+    monkeypatch.setattr(registry.LoadedDenoiser, "pass_fn", lambda self, key: lambda latents, sigma: latents + 3)
+    codec = latentcodec.Codec("taef2", device="cpu")  # a fresh codec: its denoiser passes are built anew
+    auto = codec.encode(photo, target_psnr=24.0)  # scored with the denoiser, no step would reach 24 dB
+    assert auto == codec.encode(photo, target_psnr=24.0, denoiser=None)  # auto then drops the harmful denoiser
+
+
 def test_bad_targets_are_refused(codec, photo):
     for options in (
         {"target_bpp": 0},

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from latentcodec.engine.denoise import latent_denoiser
+from latentcodec.engine.denoise import latent_denoiser, strength
 from latentcodec.engine.denoise.sd_unet import load_sd_unet
 from latentcodec.engine.errors import UnknownModelError
 from latentcodec.engine.models import weights
@@ -21,7 +21,7 @@ from latentcodec.engine.models.weights import WeightsFile
 LATENT_DENOISER_TAEF2 = WeightsFile(
     "latent-denoiser",
     "taef2.safetensors",
-    "8139065f1bd50fa937e8317cd2a6ce08d32f2e5d64e3d200f55810fda11012f2",
+    "bac2743cddb8f20b7baa80510c245e63966ca75967aa6cc270181d4a0e66c9e8",
     "",  # published nowhere: `latentcodec train-denoiser ../shared/data/train OUT` makes it (seeded: two short runs on
     # one machine gave equal weights; another machine's may differ in the last bits: $LATENTCODEC_LATENT_DENOISER)
 )
@@ -35,6 +35,7 @@ class DenoiserSpec:
     load: Callable[[str | None], nn.Module]  # source override -> module(latents, sigma, key), schedule_key()
     source_env: str | None = None
     description: str = ""
+    strength: float = 1.0  # fraction of the measured noise level that streams naming it record by default
 
 
 class LoadedDenoiser:
@@ -67,6 +68,7 @@ _REGISTRY: dict[str, DenoiserSpec] = {
         _load_latent_denoiser,
         source_env="LATENTCODEC_LATENT_DENOISER",
         description="The project's 0.9M-parameter UNet2DModel, trained on TAEF2 latents (engine/denoise/training.py)",
+        strength=strength.NAMED_LATENT_DENOISER,
     ),
     "sd-unet": DenoiserSpec(
         "sd-unet",
