@@ -82,7 +82,7 @@ def test_rate_control_under_auto_scores_candidates_without_the_denoiser(photo, m
 
     monkeypatch.setattr(registry.LoadedDenoiser, "pass_fn", lambda self, key: lambda latents, sigma: latents + 3)
     codec = latentcodec.Codec("taef2", device="cpu")  # a fresh codec: its denoiser passes are built anew
-    auto = codec.encode(photo, target_psnr=24.0)  # scored with the denoiser, no step would reach 24 dB
+    auto = codec.encode(photo, target_psnr=24.0)  # were candidates scored with it, no step would reach 24 dB
     assert auto == codec.encode(photo, target_psnr=24.0, denoiser=None)  # auto then drops the harmful denoiser
 
 
