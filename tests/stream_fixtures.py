@@ -1,0 +1,108 @@
+"""Kodak streams pinned across refactors: each case's stream must stay byte for byte what it was.
+
+``python -m tests.stream_fixtures`` rewrites ``fixtures/kodak_streams.json`` (only when the bitstream is meant to
+change, and say so in the commit). The denoiser the streams name is a seeded random stand-in, written here, so the
+pinned bytes do not depend on which trained denoiser a machine has installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+FIXTURE = Path(__file__).parent / "fixtures" / "kodak_streams.json"
+DENOISER_ENV = "LATENTCODEC_LATENT_DENOISER"
+
+# (case name, kodak index, crop box, colour conversion, encode options)
+CASES: tuple[tuple[str, int, tuple[int, int, int, int], str, dict], ...] = (
+    ("scalar8", 23, (300, 200, 428, 296), "RGB", {"mode": "scalar8"}),
+    ("uniform-default", 23, (300, 200, 428, 296), "RGB", {}),
+    ("uniform-q20-plain", 23, (300, 200, 428, 296), "RGB", {"quality": 20, "denoiser": None}),
+    ("uniform-step2-named", 5, (100, 100, 196, 164), "RGB", {"step": 2.0, "denoiser": "latent-denoiser"}),
+    (
+        "uniform-step3-strength",
+        5,
+        (100, 100, 196, 164),
+        "RGB",
+        {"step": 3.0, "denoiser": "latent-denoiser", "denoiser_strength": 0.8},
+    ),
+    ("uniform-scale-half", 8, (200, 100, 328, 228), "RGB", {"scale": 0.5, "level": 5}),
+    ("uniform-odd-size", 5, (100, 100, 137, 121), "RGB", {"step": 1.0}),
+    ("palette-default", 23, (300, 200, 428, 296), "RGB", {"mode": "palette"}),
+    ("palette-8", 14, (0, 0, 96, 80), "RGB", {"mode": "palette", "palette_size": 8}),
+    (
+        "palette-nodither-plain",
+        14,
+        (0, 0, 96, 80),
+        "RGB",
+        {"mode": "palette", "quality": 40, "dither": False, "denoiser": None},
+    ),
+    ("greyscale", 8, (200, 100, 328, 228), "L", {"step": 1.5}),
+    ("rgba-keep", 23, (300, 200, 372, 240), "RGBA", {}),
+    ("rgba-drop", 23, (300, 200, 372, 240), "RGBA", {"alpha": "drop", "mode": "scalar8"}),
+    ("target-bpp", 19, (300, 300, 396, 396), "RGB", {"target_bpp": 0.6}),
+    ("target-bpp-plain", 19, (300, 300, 396, 396), "RGB", {"target_bpp": 0.3, "denoiser": None}),
+    ("target-psnr", 19, (300, 300, 396, 396), "RGB", {"target_psnr": 24.0}),
+    ("effort", 21, (200, 200, 264, 264), "RGB", {"step": 1.0, "effort": 3, "denoiser": None}),
+    ("effort-named", 21, (200, 200, 264, 264), "RGB", {"step": 2.0, "effort": 2, "denoiser": "latent-denoiser"}),
+)
+
+
+def case_image(kodak: Path, index: int, box: tuple[int, int, int, int], mode: str) -> Image.Image:
+    """A Kodak crop in ``mode``; RGBA crops get a gradient alpha."""
+    image = Image.open(kodak / f"kodim{index:02d}.png").convert("RGB").crop(box)
+    if mode == "RGBA":
+        alpha = np.tile(np.arange(image.width, dtype=np.uint8) * 3, (image.height, 1))
+        image = image.convert("RGBA")
+        image.putalpha(Image.fromarray(alpha))
+        return image
+    return image.convert(mode)
+
+
+def write_seeded_denoiser(path: Path) -> Path:
+    """A latent denoiser with seeded random weights (not the identity), written like a trained one."""
+    from latentcodec.engine.denoise import latent_denoiser
+
+    torch.manual_seed(0)
+    model = latent_denoiser.LatentDenoiser.untrained(32)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        model.unet.conv_out.weight.copy_(torch.randn(model.unet.conv_out.weight.shape, generator=generator) * 0.02)
+    latent_denoiser.save(model, path, {"model": "taef2", "purpose": "stream fixtures"})
+    return path
+
+
+def stream_digests(kodak: Path) -> dict[str, dict]:
+    """Each case's stream: its sha256, length and the denoiser it names, encoded by a fresh CPU codec."""
+    import latentcodec
+
+    codec = latentcodec.Codec("taef2", device="cpu")
+    digests = {}
+    for name, index, box, mode, options in CASES:
+        data = codec.encode(case_image(kodak, index, box, mode), **options)
+        denoiser = latentcodec.info(data).denoiser
+        digests[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "denoiser": denoiser}
+    codec.close()
+    return digests
+
+
+def main() -> None:
+    import os
+    import tempfile
+
+    from tests.conftest import KODAK
+
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ[DENOISER_ENV] = str(write_seeded_denoiser(Path(folder) / "seeded.safetensors"))
+        digests = stream_digests(KODAK)
+    FIXTURE.write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {len(digests)} stream digests to {FIXTURE}")
+
+
+if __name__ == "__main__":
+    main()
