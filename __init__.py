@@ -3,11 +3,14 @@
 >>> import latentcodec
 >>> data = latentcodec.encode("photo.png", mode="uniform", quality=50)
 >>> image = latentcodec.decode(data)
+
+Names load on first use, so reading stream headers (``latentcodec.info``, the Pillow plugin's ``Image.open``)
+never imports torch or the models.
 """
 
-from latentcodec.engine.api import StreamInfo, codec_for, decode, decode_batch, encode, encode_batch, info
-from latentcodec.engine.codec import Codec, DecodedImage
-from latentcodec.engine.coding import CodingMode
+from importlib import import_module
+
+from latentcodec.bindings import pillow_plugin as _pillow_plugin
 from latentcodec.engine.errors import (
     ChecksumError,
     CorruptStreamError,
@@ -23,43 +26,50 @@ from latentcodec.engine.errors import (
     WeightsMismatchError,
     WeightsNotFoundError,
 )
-from latentcodec.engine.models import available_models
-from latentcodec.engine.options import EncodeOptions
-from latentcodec.engine.queue import RequestQueue
-from latentcodec.engine.results import Result
+from latentcodec.engine.format import CodingMode
+from latentcodec.engine.info import StreamInfo, info
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    "Codec": "latentcodec.engine.codec",
+    "DecodedImage": "latentcodec.engine.decoder",
+    "EncodeOptions": "latentcodec.engine.options",
+    "RequestQueue": "latentcodec.engine.queue",
+    "Result": "latentcodec.engine.results",
+    "available_models": "latentcodec.engine.models",
+    "codec_for": "latentcodec.engine.api",
+    "decode": "latentcodec.engine.api",
+    "decode_batch": "latentcodec.engine.api",
+    "encode": "latentcodec.engine.api",
+    "encode_batch": "latentcodec.engine.api",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'latentcodec' has no attribute {name!r}")
+
+
 __all__ = [
     "ChecksumError",
-    "Codec",
     "CodingMode",
     "CorruptStreamError",
-    "DecodedImage",
-    "EncodeOptions",
     "EngineError",
     "InvalidImageError",
     "LatentCodecError",
     "ModelError",
     "ModelMismatchError",
     "NotAStreamError",
-    "RequestQueue",
-    "Result",
     "StreamInfo",
     "TruncatedStreamError",
     "UnknownModelError",
     "UnsupportedVersionError",
     "WeightsMismatchError",
     "WeightsNotFoundError",
-    "available_models",
-    "codec_for",
-    "decode",
-    "decode_batch",
-    "encode",
-    "encode_batch",
     "info",
+    *_LAZY,
 ]
-
-from latentcodec.bindings import pillow_plugin as _pillow_plugin
 
 _pillow_plugin.register()

@@ -2,8 +2,8 @@
 
 The "denoised" columns are what a stream naming the denoiser gives (its default strength); the "auto" columns
 what ``encode(..., denoiser="auto")`` gives: the encoder decodes the stream without the denoiser and at each
-strength (:mod:`~latentcodec.engine.denoise.strength`) and keeps the best; the same choice is made here from
-the same decodes.
+strength (:mod:`~latentcodec.engine.search`) and keeps the best; the same choice is made here from the same
+decodes.
 """
 
 from __future__ import annotations
@@ -18,10 +18,19 @@ import torch
 from PIL import Image
 
 from latentcodec.bench.metrics import bits_per_pixel, ms_ssim, psnr
-from latentcodec.engine import bitstream
+from latentcodec.engine import bitstream, search
 from latentcodec.engine.codec import Codec
-from latentcodec.engine.denoise import strength
-from latentcodec.engine.denoise.strength import OPERATING_POINTS
+
+# where the denoiser is measured (this bench, the training's validation): (label, encode options), three per
+# mode, lowest rate first
+OPERATING_POINTS: tuple[tuple[str, dict], ...] = (
+    ("uniform step 4", {"mode": "uniform", "step": 4.0}),
+    ("uniform step 2", {"mode": "uniform", "step": 2.0}),
+    ("uniform step 1", {"mode": "uniform", "step": 1.0}),
+    ("palette 8", {"mode": "palette", "palette_size": 8}),
+    ("palette 32", {"mode": "palette", "palette_size": 32}),
+    ("palette 256", {"mode": "palette", "palette_size": 256}),
+)
 
 
 @dataclass(frozen=True)
@@ -61,8 +70,8 @@ def run(
 ) -> list[DenoiseRecord]:
     """Encode every image at every point (the stream names the model's denoiser) and decode it without the
     denoiser, at the denoiser's default strength and at each of auto's strengths."""
-    from latentcodec.engine.api import info
     from latentcodec.engine.denoise.registry import DEFAULT_DENOISERS, denoiser_spec
+    from latentcodec.engine.info import info
 
     denoiser = DEFAULT_DENOISERS.get(codec.model_id)
     if denoiser is None:
@@ -75,12 +84,12 @@ def run(
         for label, options in points:
             data = codec.encode(reference, denoiser=denoiser, denoiser_strength=1.0, **options)  # measured level
             level = float(info(data).noise_level or 0)
-            variants = strength.variants(data)
+            variants = search.strength_variants(data)
             named = bitstream.with_noise_level(data, default_strength * level)  # as a stream naming it records
             if not records:  # first use loads the networks: not part of the timings
                 _decode(codec, variants[0]), _decode(codec, data)
             decodes = [_decode(codec, variant) for variant in variants]
-            best = strength.choose(reference_rgb, [rgb for rgb, _, _ in decodes])
+            best = search.best_variant(reference_rgb, [rgb for rgb, _, _ in decodes])
             (_, plain, plain_s), (_, chosen, _) = decodes[0], decodes[best]
             _, cleaned, cleaned_s = _decode(codec, named)
             records.append(
@@ -95,7 +104,7 @@ def run(
                     ms_ssim=ms_ssim(reference, plain),
                     ms_ssim_denoised=ms_ssim(reference, cleaned),
                     ms_ssim_auto=ms_ssim(reference, chosen),
-                    strength=(0.0, *strength.STRENGTHS)[best],
+                    strength=(0.0, *search.STRENGTHS)[best],
                     decode_s=plain_s,
                     decode_denoised_s=cleaned_s,
                 )
@@ -127,7 +136,7 @@ def summarize(records: Sequence[DenoiseRecord]) -> list[dict[str, float | str]]:
                 "psnr_auto": mean("psnr_auto"),
                 "ms_ssim_auto": mean("ms_ssim_auto"),
                 "kept": sum(r.kept for r in group),
-                "strengths": "/".join(str(sum(r.strength == s for r in group)) for s in strength.STRENGTHS),
+                "strengths": "/".join(str(sum(r.strength == s for r in group)) for s in search.STRENGTHS),
                 "decode_ms": 1000 * mean("decode_s"),
                 "denoiser_ms": 1000 * (mean("decode_denoised_s") - mean("decode_s")),
             }

@@ -14,8 +14,6 @@ from PIL import Image
 from latentcodec.bench.metrics import bits_per_pixel, psnr
 from latentcodec.engine.codec import Codec
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
-
 
 @dataclass(frozen=True)
 class RoundTrip:
@@ -26,10 +24,6 @@ class RoundTrip:
     psnr: float
     encode_s: float
     decode_s: float
-
-
-def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def float_psnr(codec: Codec, image: np.ndarray) -> float:

@@ -14,7 +14,6 @@ Errors are JSON ``{"error": ..., "type": ...}``: 400 for bad input or options, 4
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import threading
@@ -25,45 +24,29 @@ from urllib.parse import parse_qsl, urlsplit
 from latentcodec.bindings.pillow_plugin import MIME
 from latentcodec.engine.codec import Codec
 from latentcodec.engine.errors import EngineError, LatentCodecError
-from latentcodec.engine.options import EncodeOptions
+from latentcodec.engine.options import EncodeOptions, parse_bool
 from latentcodec.engine.queue import RequestQueue
 
 MAX_BODY = 64 << 20
 DRAIN_FACTOR = 4  # bodies up to this many times the limit are read and dropped before the 413
-_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
-_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(EncodeOptions)}
 
 
 def parse_decode_options(query: str) -> bool:
     """Whether to run the stream's denoiser: ``denoise=0`` (or false, no) skips it."""
     denoise = True
     for name, text in parse_qsl(query, keep_blank_values=True):
-        if name != "denoise" or text.lower() not in _BOOLEANS:
-            raise ValueError(f"unknown decode option {name}={text!r}")
-        denoise = _BOOLEANS[text.lower()]
+        try:
+            if name != "denoise":
+                raise ValueError
+            denoise = parse_bool(text)
+        except ValueError:
+            raise ValueError(f"unknown decode option {name}={text!r}") from None
     return denoise
 
 
-def parse_options(query: str) -> dict:
-    """Encode options from a query string, typed as :class:`EncodeOptions` declares them."""
-    options = {}
-    for name, text in parse_qsl(query, keep_blank_values=True):
-        kind = _FIELD_TYPES.get(name)
-        if kind is None:
-            raise ValueError(f"unknown option {name!r}")
-        try:
-            if "bool" in kind:
-                options[name] = _BOOLEANS[text.lower()]
-            elif "int" in kind:
-                options[name] = int(text)
-            elif "float" in kind:
-                options[name] = float(text)
-            else:
-                options[name] = text
-        except (KeyError, ValueError):
-            raise ValueError(f"bad value {text!r} for option {name!r}") from None
-    EncodeOptions(**options)
-    return options
+def parse_options(query: str) -> EncodeOptions:
+    """Encode options from a query string, each typed as its :class:`EncodeOptions` field declares."""
+    return EncodeOptions.parse(parse_qsl(query, keep_blank_values=True))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -94,7 +77,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(length))
         try:
             if url.path == "/encode":
-                data = self.server.queue.encode(body, **parse_options(url.query)).result()
+                data = self.server.queue.encode(body, options=parse_options(url.query)).result()
                 return self._send(HTTPStatus.OK, data, MIME)
             image = self.server.queue.decode(body, denoise=parse_decode_options(url.query)).result()
         except Exception as exc:  # every failure gets an answer: 400 for the client's, 500 for the engine's

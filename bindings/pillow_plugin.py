@@ -1,6 +1,7 @@
 """Pillow plugin: ``Image.open("x.lcz")`` decodes and ``image.save("x.lcz", quality=50)`` encodes.
 
 Registered when :mod:`latentcodec` is imported. Save keywords are :class:`EncodeOptions` fields plus ``model``.
+Opening reads only the header; the codec (and torch) load when pixels are first needed.
 """
 
 from __future__ import annotations
@@ -9,15 +10,13 @@ from typing import IO
 
 from PIL import Image, ImageFile
 
-from latentcodec.engine import api
 from latentcodec.engine.bitstream import MAGIC
 from latentcodec.engine.errors import LatentCodecError
-from latentcodec.engine.options import EncodeOptions
+from latentcodec.engine.info import info
 
 FORMAT = "LCZ"
 EXTENSION = ".lcz"
 MIME = "image/x-latentcodec"
-_OPTION_KEYS = tuple(EncodeOptions.__dataclass_fields__)
 
 
 def _accept(prefix: bytes) -> bool:
@@ -31,7 +30,7 @@ class LczImageFile(ImageFile.ImageFile):
     def _open(self) -> None:
         data = self.fp.read()
         try:
-            details = api.info(data)
+            details = info(data)
         except LatentCodecError as exc:
             raise SyntaxError(f"not a valid latentcodec stream: {exc}") from exc
         self._stream = data
@@ -42,6 +41,8 @@ class LczImageFile(ImageFile.ImageFile):
 
     def load(self):
         if getattr(self, "_stream", None) is not None:
+            from latentcodec.engine import api
+
             try:
                 decoded = api.decode(self._stream)
             except LatentCodecError as exc:
@@ -53,7 +54,10 @@ class LczImageFile(ImageFile.ImageFile):
 
 
 def _save(image: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
-    options = {key: image.encoderinfo[key] for key in _OPTION_KEYS if key in image.encoderinfo}
+    from latentcodec.engine import api
+    from latentcodec.engine.options import EncodeOptions
+
+    options = {key: image.encoderinfo[key] for key in EncodeOptions.names() if key in image.encoderinfo}
     model = image.encoderinfo.get("model", api.DEFAULT_MODEL)
     try:
         fp.write(api.encode(image, model=model, **options))

@@ -1,4 +1,6 @@
-"""The latentcodec container (``.lcz``), versions 1 and 2. All integers little-endian.
+"""The latentcodec container (``.lcz``), versions 1 and 2: a leaf that imports neither torch nor the models.
+
+All integers little-endian.
 
 ======  =========================================================================
 bytes   field
@@ -34,7 +36,6 @@ import struct
 import zlib
 from dataclasses import dataclass, replace
 
-from latentcodec.engine.coding import CodingMode
 from latentcodec.engine.errors import (
     ChecksumError,
     CorruptStreamError,
@@ -42,8 +43,7 @@ from latentcodec.engine.errors import (
     TruncatedStreamError,
     UnsupportedVersionError,
 )
-from latentcodec.engine.images import MAX_PIXELS, MAX_SIDE, ColorKind
-from latentcodec.engine.models.autoencoder import FINGERPRINT_BYTES
+from latentcodec.engine.format import FINGERPRINT_BYTES, MAX_ID, CodingMode, ColorKind, size_supported
 
 MAGIC = b"\x89LCZ"
 VERSION = 2  # the newest version this module reads and writes
@@ -51,7 +51,6 @@ VERSIONS = (1, 2)
 FLAG_ALPHA = 1
 FLAG_DENOISE = 2
 _KNOWN_FLAGS = FLAG_ALPHA | FLAG_DENOISE
-MAX_MODEL_ID = 64
 
 _FIXED = struct.Struct("<4sBBBBIIII")
 _U8 = struct.Struct("<B")
@@ -112,13 +111,13 @@ class Stream:
 
 
 def _check_size(width: int, height: int, what: str) -> None:
-    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE and width * height <= MAX_PIXELS):
+    if not size_supported(width, height):
         raise CorruptStreamError(f"{what} {width}x{height} outside the supported range")
 
 
 def _identity(name: str, fingerprint: bytes) -> list[bytes]:
     encoded = name.encode("ascii")
-    if len(encoded) > MAX_MODEL_ID or len(fingerprint) != FINGERPRINT_BYTES:
+    if len(encoded) > MAX_ID or len(fingerprint) != FINGERPRINT_BYTES:
         raise ValueError(f"id {name!r} too long or fingerprint of the wrong size")
     return [_U8.pack(len(encoded)), encoded, fingerprint]
 
@@ -221,7 +220,7 @@ def unpack(data: bytes) -> Stream:
 
 def _read_identity(reader: _Reader, what: str) -> tuple[str, bytes]:
     (length,) = reader.unpack(_U8)
-    if length > MAX_MODEL_ID:
+    if length > MAX_ID:
         raise CorruptStreamError(f"{what} id too long")
     try:
         name = reader.take(length).decode("ascii")

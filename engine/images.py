@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass
-from enum import IntEnum
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,28 +13,15 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from latentcodec.engine.errors import InvalidImageError
-
-MAX_SIDE = 16384
-MAX_PIXELS = 4096 * 4096
+from latentcodec.engine.format import MAX_PIXELS, MAX_SIDE, ColorKind, size_supported
 
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"})
 
 
-class ColorKind(IntEnum):
-    """What the decoder hands back: the input's colour model, with alpha only where it was kept."""
-
-    L = 0
-    LA = 1
-    RGB = 2
-    RGBA = 3
-
-    @property
-    def has_alpha(self) -> bool:
-        return self in (ColorKind.LA, ColorKind.RGBA)
-
-    @property
-    def pil_mode(self) -> str:
-        return self.name
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    """The image files of a folder (by suffix), sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 @dataclass
@@ -115,7 +102,7 @@ def prepare(source: ImageInput, keep_alpha: bool = True) -> PreparedImage:
     """Load and convert an image for encoding; raises InvalidImageError for anything unusable."""
     image = open_image(source)
     width, height = image.size
-    if width < 1 or height < 1 or width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+    if not size_supported(width, height):
         raise InvalidImageError(
             f"image size {width}x{height} outside the supported range (sides 1..{MAX_SIDE}, {MAX_PIXELS} pixels)"
         )
@@ -127,6 +114,20 @@ def prepare(source: ImageInput, keep_alpha: bool = True) -> PreparedImage:
     alpha = np.ascontiguousarray(array[:, :, 3]) if kind.has_alpha else None
     rgb = torch.from_numpy(np.array(array[:, :, :3].transpose(2, 0, 1), order="C"))  # a writable copy
     return PreparedImage(rgb, alpha, kind)
+
+
+def prepare_tensor(rgb: torch.Tensor) -> PreparedImage:
+    """An RGB tensor ``[3, H, W]`` (uint8, or float clamped to [0, 1]) checked for the encoder."""
+    if rgb.ndim != 3 or rgb.shape[0] != 3 or not (rgb.is_floating_point() or rgb.dtype == torch.uint8):
+        raise InvalidImageError(f"expected [3, H, W] float or uint8 tensors, got {tuple(rgb.shape)} {rgb.dtype}")
+    height, width = rgb.shape[1:]
+    if not size_supported(width, height):
+        raise InvalidImageError(f"image size {width}x{height} outside the supported range")
+    if rgb.is_floating_point():
+        if not torch.isfinite(rgb).all():
+            raise InvalidImageError("image tensor holds NaN or infinite values")
+        rgb = rgb.detach().float().clamp(0, 1)
+    return PreparedImage(rgb, None, ColorKind.RGB)
 
 
 def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -152,3 +153,24 @@ def finish(rgb: torch.Tensor, kind: ColorKind, alpha: np.ndarray | None) -> Imag
     if alpha is not None:
         image.putalpha(Image.fromarray(alpha))
     return image
+
+
+def mse(reference: np.ndarray, test: np.ndarray) -> float:
+    """Mean squared error over all pixels and channels, in 8-bit units."""
+    if reference.shape != test.shape:
+        raise ValueError(f"shape mismatch: {reference.shape} vs {test.shape}")
+    diff = reference.astype(np.float64) - test.astype(np.float64)
+    return float(np.mean(diff * diff))
+
+
+def psnr(reference: np.ndarray, test: np.ndarray, peak: float = 255.0) -> float:
+    """Peak signal-to-noise ratio in dB of uint8 images (``inf`` for identical images); the one PSNR of the
+    codec's searches, benches and training."""
+    error = mse(reference, test)
+    return float("inf") if error == 0 else float(10 * np.log10(peak * peak / error))
+
+
+def to_array(rgb: torch.Tensor) -> np.ndarray:
+    """RGB ``[3, H, W]`` in [0, 1] (or uint8) -> uint8 ``[H, W, 3]``, rounded as the decoder writes pixels."""
+    pixels = rgb if rgb.dtype == torch.uint8 else to_uint8(rgb)
+    return pixels.permute(1, 2, 0).cpu().numpy()

@@ -6,14 +6,8 @@ runs the stream's denoiser first, as the decoder will), rounding with a straight
 symbols move to where the decoded picture is best for the bits they cost.
 
 The rate weight grows with the square of the step: one symbol more costs about the same bits at any step,
-while the distortion it can remove grows with the step squared. With a constant weight (1e-2, the value at
-step 1) the rate grew several-fold at coarse steps. On four 256x256 crops of training images (not Kodak),
-20 steps, the scaled weight compared with the constant one:
-- step 1: identical;
-- step 2: 0.411 against 0.636 bpp, 23.86 against 25.07 dB (unrefined: 0.534 bpp, 21.06 dB);
-- step 2.83: 0.373 against 0.664 bpp at 23.20 against 23.35 dB;
-- step 4: 0.430 against 0.641 bpp at 19.61 against 19.29 dB (unrefined: 0.094 bpp).
-Coarse steps still gain rate: an entropy model in the loss would be the next step. Refinement is opt-in.
+while the distortion it can remove grows with the step squared (with a constant weight the rate grew
+several-fold at coarse steps: measurements in the README, "Coding modes"). Refinement is opt-in.
 """
 
 from __future__ import annotations

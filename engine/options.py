@@ -1,30 +1,45 @@
-"""Encoder options: the coding mode and its quality knobs, validated once."""
+"""The encode options schema: every option once, with its type, default, help and rules.
+
+Front ends derive from it rather than restating it: the CLI builds its flags from the fields, the HTTP service
+and the Pillow plugin parse or pick options by field, and :class:`~latentcodec.engine.queue.RequestQueue` groups
+requests by the validated options object.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
-import torch
-
-from latentcodec.engine.coding import (
-    MAX_PALETTE,
-    MAX_STEP,
-    MIN_STEP,
-    Coder,
-    CodingMode,
-    PaletteCoder,
-    Scalar8Coder,
-    UniformCoder,
-    palette_size_for_quality,
-    uniform_step_for_quality,
-)
-from latentcodec.engine.denoise.registry import DEFAULT_DENOISERS, denoiser_spec
 from latentcodec.engine.entropy import DEFAULT_LEVEL
-from latentcodec.engine.errors import UnknownModelError
+from latentcodec.engine.format import MAX_PALETTE, MAX_STEP, MIN_STEP, CodingMode
 
-DEFAULT_MODE = CodingMode.UNIFORM
 AUTO = "auto"
 MAX_DENOISER_STRENGTH = 4.0
+_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+def parse_bool(text: str) -> bool:
+    """``1/true/yes`` or ``0/false/no`` (any case)."""
+    try:
+        return _BOOLEANS[text.lower()]
+    except KeyError:
+        raise ValueError(f"not a boolean: {text!r}") from None
+
+
+def _meta(parse: Callable[[str], Any], help: str, **cli: Any) -> dict[str, Any]:
+    """What front ends need to offer a field: ``parse`` (text -> value), ``help`` and CLI extras."""
+    return {"parse": parse, "help": help, **cli}
+
+
+def uniform_step_for_quality(quality: float) -> float:
+    """Quality 0..100 -> step: 0 -> 2.0, 50 -> 0.5, 100 -> 0.125 (geometric)."""
+    return 0.5 * 2 ** ((50 - quality) / 25)
+
+
+def palette_size_for_quality(quality: float) -> int:
+    """Quality 0..100 -> palette size: 0 -> 2 entries, 100 -> 256 (geometric)."""
+    return round(2 ** (1 + 7 * quality / 100))
 
 
 @dataclass(frozen=True)
@@ -38,93 +53,111 @@ class EncodeOptions:
     and scale itself: the best PSNR it finds within 10% of that many bits per pixel; ``target_psnr`` (dB) the
     smallest stream whose decoded PSNR reaches it (each try decodes: slower). ``effort`` (uniform mode)
     is the number of latent-refinement steps through the decoder (0: off; each costs a decoder forward and
-    backward pass, seconds per Kodak image on a CPU). ``denoiser`` names the latent denoiser the stream asks
-    the decoder to run first: ``"auto"`` (the model's default, for the uniform and palette modes: the encoder
-    decodes each stream without it and at three strengths and keeps the best PSNR, four more decoder passes;
-    none, with a warning, where its weights are not installed), an id such as
-    ``"latent-denoiser"`` or ``"sd-unet"`` (always named, no check), or ``None``. ``denoiser_strength`` (with a
-    named id) is the fraction of the measured quantization noise level the stream records, i.e. how strongly
-    the decoder denoises; by default the denoiser's own (0.5 for ``latent-denoiser``, 1 for ``sd-unet``).
+    backward pass). ``denoiser`` names the latent denoiser the stream asks the decoder to run first:
+    ``"auto"`` (the model's default, for the uniform and palette modes: the encoder decodes each stream without
+    it and at three strengths and keeps the best PSNR; none, with a warning, where its weights are not
+    installed), an id such as ``"latent-denoiser"`` or ``"sd-unet"`` (always named, no check), or ``None``.
+    ``denoiser_strength`` (with a named id) is the fraction of the measured quantization noise level the stream
+    records, i.e. how strongly the decoder denoises; by default the denoiser's own.
     """
 
-    mode: CodingMode = DEFAULT_MODE
-    quality: float | None = None
-    step: float | None = None
-    palette_size: int | None = None
-    dither: bool = True
-    scale: float = 1.0
-    alpha: str = "keep"
-    level: int = DEFAULT_LEVEL
-    target_bpp: float | None = None
-    target_psnr: float | None = None
-    effort: int = 0
-    denoiser: str | None = AUTO
-    denoiser_strength: float | None = None
+    mode: CodingMode = field(
+        default=CodingMode.UNIFORM,
+        metadata=_meta(CodingMode.parse, "coding mode", choices=tuple(m.label for m in CodingMode)),
+    )
+    quality: float | None = field(
+        default=None, metadata=_meta(float, "0..100: sets the mode's step or palette size", short="-q")
+    )
+    step: float | None = field(default=None, metadata=_meta(float, "uniform step in latent units (overrides quality)"))
+    palette_size: int | None = field(default=None, metadata=_meta(int, "palette entries (overrides quality)"))
+    dither: bool = field(default=True, metadata=_meta(parse_bool, "palette mode: Floyd-Steinberg error diffusion"))
+    scale: float = field(default=1.0, metadata=_meta(float, "encode at this fraction of the size (0, 1]"))
+    alpha: str = field(
+        default="keep", metadata=_meta(str, "keep the alpha plane (lossless) or drop it", choices=("keep", "drop"))
+    )
+    level: int = field(default=DEFAULT_LEVEL, metadata=_meta(int, "zstd level 1..22"))
+    target_bpp: float | None = field(
+        default=None, metadata=_meta(float, "choose step and scale to hit this many bits per pixel")
+    )
+    target_psnr: float | None = field(
+        default=None, metadata=_meta(float, "the smallest stream whose decoded PSNR reaches this (dB)")
+    )
+    effort: int = field(default=0, metadata=_meta(int, "latent refinement steps through the decoder (uniform)"))
+    denoiser: str | None = field(
+        default=AUTO,
+        metadata=_meta(
+            str,
+            "denoiser to run before decoding: auto (the model's, at its best strength, if it helps), none, or an id",
+        ),
+    )
+    denoiser_strength: float | None = field(
+        default=None,
+        metadata=_meta(
+            float, "with a named denoiser: fraction of the measured noise level to denoise (default: the denoiser's)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", CodingMode.parse(self.mode))
         if self.denoiser in ("none", ""):
             object.__setattr__(self, "denoiser", None)
-        if self.denoiser not in (None, AUTO):
-            try:
-                denoiser_spec(self.denoiser)
-            except UnknownModelError as exc:
-                raise ValueError(str(exc)) from None
-        if self.denoiser_strength is not None:
-            if self.denoiser in (None, AUTO):
-                raise ValueError("denoiser_strength needs a named denoiser ('auto' chooses the strength itself)")
-            if not 0 < self.denoiser_strength <= MAX_DENOISER_STRENGTH:
-                raise ValueError(
-                    f"denoiser_strength must be in (0, {MAX_DENOISER_STRENGTH}], got {self.denoiser_strength}"
-                )
-        if self.quality is not None and not 0 <= self.quality <= 100:
-            raise ValueError(f"quality must be in [0, 100], got {self.quality}")
-        if not 0 < self.scale <= 1:
-            raise ValueError(f"scale must be in (0, 1], got {self.scale}")
+        self._check_ranges()
+        self._check_mode_rules()
+        self._check_denoiser()
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def parse(cls, pairs: Iterable[tuple[str, str]]) -> EncodeOptions:
+        """Options from ``(name, text)`` pairs (a query string, a form), each typed as its field declares."""
+        return cls(**{name: parse_value(name, text) for name, text in pairs})
+
+    @classmethod
+    def resolve(cls, options: EncodeOptions | None = None, overrides: Mapping[str, Any] | None = None) -> EncodeOptions:
+        """``options`` (default: the defaults) with ``overrides`` applied, validated once."""
+        base = options or cls()
+        return base if not overrides else cls(**{**base.as_dict(), **overrides})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.names()}
+
+    def _check_ranges(self) -> None:
+        for name, lo, hi, open_below in _RANGES:
+            value = getattr(self, name)
+            if value is not None and not (lo < value <= hi if open_below else lo <= value <= hi):
+                bracket = "(" if open_below else "["
+                raise ValueError(f"{_LABELS.get(name, name)} must be in {bracket}{lo}, {hi}], got {value}")
         if self.alpha not in ("keep", "drop"):
             raise ValueError(f"alpha must be 'keep' or 'drop', got {self.alpha!r}")
-        if not 1 <= self.level <= 22:
-            raise ValueError(f"zstd level must be in [1, 22], got {self.level}")
-        if self.step is not None and not MIN_STEP <= self.step <= MAX_STEP:
-            raise ValueError(f"step must be in [{MIN_STEP}, {MAX_STEP}], got {self.step}")
-        if self.palette_size is not None and not 2 <= self.palette_size <= MAX_PALETTE:
-            raise ValueError(f"palette size must be in [2, {MAX_PALETTE}], got {self.palette_size}")
-        if not 0 <= self.effort <= 1000:
-            raise ValueError(f"effort must be in [0, 1000], got {self.effort}")
-        if self.effort and self.mode is not CodingMode.UNIFORM:
+
+    def _check_mode_rules(self) -> None:
+        uniform = self.mode is CodingMode.UNIFORM
+        if self.effort and not uniform:
             raise ValueError("effort needs mode 'uniform' (refinement works on its step grid)")
         if self.target_bpp is not None:
-            if not 0 < self.target_bpp <= 24:
-                raise ValueError(f"target_bpp must be in (0, 24], got {self.target_bpp}")
-            if self.mode is not CodingMode.UNIFORM:
+            if not uniform:
                 raise ValueError("target_bpp needs mode 'uniform' (its step is the knob rate control turns)")
             if self.effort:
                 raise ValueError("effort cannot be combined with target_bpp yet (refinement depends on the step)")
-        if self.target_psnr is not None:
-            if not 10 <= self.target_psnr <= 60:
-                raise ValueError(f"target_psnr must be in [10, 60] dB, got {self.target_psnr}")
-            if self.mode is not CodingMode.UNIFORM or self.effort or self.target_bpp is not None:
-                raise ValueError("target_psnr needs mode 'uniform', without effort or target_bpp")
+        if self.target_psnr is not None and (not uniform or self.effort or self.target_bpp is not None):
+            raise ValueError("target_psnr needs mode 'uniform', without effort or target_bpp")
 
-    def denoiser_for(self, model_id: str) -> str | None:
-        """The denoiser a stream of ``model_id`` should name, or None."""
-        if self.denoiser != AUTO:
-            if self.denoiser is not None and model_id not in denoiser_spec(self.denoiser).model_ids:
-                raise ValueError(f"denoiser {self.denoiser!r} does not work in the latent space of {model_id!r}")
-            return self.denoiser
-        return DEFAULT_DENOISERS.get(model_id) if self.mode is not CodingMode.SCALAR8 else None
+    def _check_denoiser(self) -> None:
+        from latentcodec.engine.denoise.registry import DENOISERS
 
-    def noise_fraction(self, denoiser_id: str) -> float:
-        """The fraction of the measured noise level a stream naming ``denoiser_id`` records (``"auto"``: all of
-        it; the strengths are applied to it afterwards)."""
-        if self.checks_denoiser:
-            return 1.0
-        return self.denoiser_strength or denoiser_spec(denoiser_id).strength
+        if self.denoiser not in (None, AUTO) and self.denoiser not in DENOISERS:
+            raise ValueError(f"unknown denoiser {self.denoiser!r}; known: {', '.join(DENOISERS.names())}")
+        if self.denoiser_strength is not None and self.denoiser in (None, AUTO):
+            raise ValueError("denoiser_strength needs a named denoiser ('auto' chooses the strength itself)")
 
     @property
-    def checks_denoiser(self) -> bool:
-        """Whether the encoder keeps the denoiser only where it helps (``"auto"``) rather than always."""
-        return self.denoiser == AUTO
+    def search(self) -> str | None:
+        """``"rate"`` or ``"quality"`` when the encoder searches for the step and scale itself."""
+        if self.target_bpp is not None:
+            return "rate"
+        return "quality" if self.target_psnr is not None else None
 
     @property
     def step_value(self) -> float:
@@ -138,9 +171,29 @@ class EncodeOptions:
             return self.palette_size
         return 256 if self.quality is None else palette_size_for_quality(self.quality)
 
-    def coder(self, backend: str | None = None, device: torch.device | str = "cpu") -> Coder:
-        if self.mode is CodingMode.SCALAR8:
-            return Scalar8Coder(backend, device)
-        if self.mode is CodingMode.UNIFORM:
-            return UniformCoder(self.step_value, backend, device)
-        return PaletteCoder(self.palette_size_value, self.dither, backend, device)
+
+# (field, low, high, low end open) of the numeric options
+_RANGES = (
+    ("denoiser_strength", 0, MAX_DENOISER_STRENGTH, True),
+    ("quality", 0, 100, False),
+    ("scale", 0, 1, True),
+    ("level", 1, 22, False),
+    ("step", MIN_STEP, MAX_STEP, False),
+    ("palette_size", 2, MAX_PALETTE, False),
+    ("effort", 0, 1000, False),
+    ("target_bpp", 0, 24, True),
+    ("target_psnr", 10, 60, False),
+)
+_LABELS = {"level": "zstd level", "palette_size": "palette size"}
+_FIELDS = {f.name: f for f in fields(EncodeOptions)}
+
+
+def parse_value(name: str, text: str) -> Any:
+    """The value of option ``name`` written as ``text``; ValueError for unknown options or bad values."""
+    option = _FIELDS.get(name)
+    if option is None:
+        raise ValueError(f"unknown option {name!r}")
+    try:
+        return option.metadata["parse"](text)
+    except ValueError:
+        raise ValueError(f"bad value {text!r} for option {name!r}") from None

@@ -28,7 +28,7 @@ from latentcodec.engine.options import EncodeOptions
 class _Request:
     kind: str  # "encode" or "decode"
     item: object
-    options: tuple = ()
+    options: EncodeOptions | bool  # encode: the validated options; decode: whether to denoise
     future: Future = field(default_factory=Future)
 
 
@@ -52,17 +52,18 @@ class RequestQueue:
         self._worker = threading.Thread(target=self._serve, name="latentcodec-queue", daemon=True)
         self._worker.start()
 
-    def encode(self, image: ImageInput, **options) -> Future[bytes]:
-        """Queue an image; the future resolves to its stream or raises its error."""
-        EncodeOptions(**options)  # bad options fail here, in the caller's thread
-        return self._submit(_Request("encode", image, tuple(sorted(options.items()))))
+    def encode(self, image: ImageInput, *, options: EncodeOptions | None = None, **overrides) -> Future[bytes]:
+        """Queue an image; the future resolves to its stream or raises its error. Requests with equal options
+        share batches."""
+        validated = EncodeOptions.resolve(options, overrides)  # bad options fail here, in the caller's thread
+        return self._submit(_Request("encode", image, validated))
 
     def decode(self, data: bytes, *, denoise: bool = True) -> Future[Image.Image]:
         """Queue a stream; the future resolves to the decoded Pillow image or raises its error."""
-        return self._submit(_Request("decode", data, (("denoise", bool(denoise)),)))
+        return self._submit(_Request("decode", data, bool(denoise)))
 
-    async def encode_async(self, image: ImageInput, **options) -> bytes:
-        return await asyncio.wrap_future(self.encode(image, **options))
+    async def encode_async(self, image: ImageInput, *, options: EncodeOptions | None = None, **overrides) -> bytes:
+        return await asyncio.wrap_future(self.encode(image, options=options, **overrides))
 
     async def decode_async(self, data: bytes, *, denoise: bool = True) -> Image.Image:
         return await asyncio.wrap_future(self.decode(data, denoise=denoise))
@@ -118,9 +119,9 @@ class RequestQueue:
             items = [r.item for r in requests]
             try:
                 if kind == "encode":
-                    results = self.codec.encode_batch(items, **dict(options))
+                    results = self.codec.encode_batch(items, options=options)
                 else:
-                    results = self.codec.decode_batch(items, **dict(options))
+                    results = self.codec.decode_batch(items, denoise=options)
             except Exception as exc:  # an engine failure surfaces in every waiting future
                 results = None
                 for request in requests:

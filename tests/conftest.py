@@ -22,7 +22,7 @@ def kodak_path(index: int) -> Path:
 
 def train_tiny_denoiser(folder: Path, output: Path, steps: int) -> None:
     """Train a denoiser for ``steps`` steps on 160x144 crops of the first two training images."""
-    from latentcodec.engine.denoise.training import main as train_main
+    from latentcodec.training.denoiser import main as train_main
 
     folder.mkdir()
     for path in sorted((SHARED / "data" / "train").iterdir())[:2]:

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 import latentcodec
 from latentcodec.engine import bitstream
 from latentcodec.engine.bitstream import Header, Stream
-from latentcodec.engine.coding import CodingMode
 from latentcodec.engine.errors import (
     ChecksumError,
     CorruptStreamError,
@@ -19,6 +18,7 @@ from latentcodec.engine.errors import (
     TruncatedStreamError,
     UnsupportedVersionError,
 )
+from latentcodec.engine.format import CodingMode
 from latentcodec.engine.images import ColorKind
 
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

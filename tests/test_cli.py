@@ -5,7 +5,8 @@ import json
 import pytest
 
 import latentcodec
-from latentcodec.bindings.cli import main
+from latentcodec.bench.cli import main as lab_main
+from latentcodec.bindings.cli import build_parser, main
 from latentcodec.engine.denoise.registry import denoiser_spec
 
 
@@ -91,6 +92,16 @@ def test_user_errors_are_one_line(argv, code, message, capsys):
 
 def test_bench_command(tmp_path, crop_file, capsys):
     report = tmp_path / "r.json"
-    assert main(["bench", str(tmp_path), "--modes", "scalar8,uniform", "--json", str(report)]) == 0
+    assert lab_main(["bench", str(tmp_path), "--modes", "scalar8,uniform", "--json", str(report)]) == 0
     summary = json.loads(report.read_text())["summary"]
     assert set(summary) == {"scalar8", "uniform"} and summary["scalar8"]["bpp"] > summary["uniform"]["bpp"]
+
+
+def test_the_product_cli_offers_user_commands_and_every_encode_option():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) == {"encode", "decode", "info", "serve"}  # lab commands live in latentcodec-lab
+    flags = {flag for action in sub.choices["encode"]._actions for flag in action.option_strings}
+    from latentcodec.engine.options import EncodeOptions
+
+    assert {f"--{name.replace('_', '-')}" for name in EncodeOptions.names()} <= flags
+    assert {"--no-dither", "-q"} <= flags

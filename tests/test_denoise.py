@@ -11,15 +11,15 @@ from PIL import Image
 
 import latentcodec
 from latentcodec.bench.metrics import psnr
-from latentcodec.engine import bitstream
-from latentcodec.engine.coding import PaletteCoder
-from latentcodec.engine.denoise import latent_denoiser, registry, strength, training
+from latentcodec.engine import bitstream, search
+from latentcodec.engine.coders import PaletteCoder
+from latentcodec.engine.denoise import latent_denoiser, registry
 from latentcodec.engine.denoise.latent_denoiser import LatentDenoiser
-from latentcodec.engine.denoise.training import main as train_main
 from latentcodec.engine.errors import ModelError, ModelMismatchError
 from latentcodec.engine.models import load_model
-from latentcodec.engine.models.cache import LoadedCache
 from latentcodec.engine.models.weights import file_sha256, resolve
+from latentcodec.training import denoiser as training
+from latentcodec.training.denoiser import main as train_main
 from tests.conftest import SHARED, as_array, kodak_path, train_tiny_denoiser
 
 
@@ -75,7 +75,7 @@ def test_training_runs_two_steps_on_tiny_crops(tmp_path):
 def test_weights_a_caller_trained_are_used_when_named(tmp_path, kodak_crop, monkeypatch):
     output = tmp_path / "mine.safetensors"
     train_tiny_denoiser(tmp_path / "train", output, steps=1)
-    monkeypatch.setattr(registry, "_cache", LoadedCache())  # forget the loaded denoiser (restored after the test)
+    monkeypatch.setattr(registry.DENOISERS, "_loaded", {})  # forget the loaded denoiser (restored after the test)
     default = registry.load_denoiser("latent-denoiser")
     monkeypatch.setenv("LATENTCODEC_LATENT_DENOISER", str(output))
     mine = registry.load_denoiser("latent-denoiser")  # no sha256 in the registry for it: the caller named it
@@ -93,7 +93,7 @@ def test_training_quantizes_crops_like_the_codec():
     images = torch.randn(4, 32, 24, 24) * torch.linspace(0.2, 3, 24)  # the crops (corners) are calmer than the rest
     samples = []
     for image in images:
-        palettes = [PaletteCoder(size).fit(image[None])[3] for size in (4, 8, 16)]
+        palettes = [PaletteCoder().fit(image[None], size)[3] for size in (4, 8, 16)]
         noise = [training.noise_level(training._dithered(image[None], p), image[None]).item() for p in palettes]
         samples.append(training.Sample(image, torch.zeros(3, 8, 8), [p[0] for p in palettes], noise))
     crops = images[..., :8, :8]
@@ -160,10 +160,10 @@ def test_streams_name_the_denoiser_they_were_encoded_for(denoised_stream, kodak_
 @pytest.mark.parametrize("options", [{"mode": "uniform", "step": 3.0}, {"mode": "palette", "palette_size": 16}])
 def test_auto_keeps_the_denoising_strength_with_the_best_psnr(kodak_crop, codec, options):
     named = codec.encode(kodak_crop, denoiser="latent-denoiser", denoiser_strength=1.0, **options)  # measured
-    variants = strength.variants(named)
+    variants = search.strength_variants(named)
     assert variants[0] == codec.encode(kodak_crop, denoiser=None, **options)
     levels = [latentcodec.info(v).noise_level for v in variants[1:]]
-    assert levels == pytest.approx([s * latentcodec.info(named).noise_level for s in strength.STRENGTHS], rel=1e-3)
+    assert levels == pytest.approx([s * latentcodec.info(named).noise_level for s in search.STRENGTHS], rel=1e-3)
     reference = as_array(kodak_crop)
     scores = [psnr(reference, as_array(codec.decode(v))) for v in variants]
     assert len(set(scores)) == len(scores)  # each strength decodes to a different picture
@@ -175,7 +175,7 @@ def test_a_named_denoiser_records_its_default_strength_unless_told_otherwise(kod
     measured = latentcodec.info(codec.encode(kodak_crop, denoiser_strength=1.0, **options)).noise_level
     named = codec.encode(kodak_crop, **options)
     default = registry.denoiser_spec("latent-denoiser").strength
-    assert default == strength.NAMED_LATENT_DENOISER < 1
+    assert 0 < default < 1
     assert latentcodec.info(named).noise_level == pytest.approx(default * measured, rel=1e-3)
     stronger = codec.encode(kodak_crop, denoiser_strength=0.8, **options)
     assert latentcodec.info(stronger).noise_level == pytest.approx(0.8 * measured, rel=1e-3)
@@ -238,7 +238,7 @@ def test_denoiser_weights_must_match_the_stream(denoised_stream, codec):
 
 def test_missing_denoiser_weights_fail_only_the_denoised_decode(denoised_stream, monkeypatch):
     codec = latentcodec.Codec("taef2", device="cpu")
-    monkeypatch.setattr(registry, "_cache", LoadedCache())  # forget the loaded denoiser (restored after the test)
+    monkeypatch.setattr(registry.DENOISERS, "_loaded", {})  # forget the loaded denoiser (restored after the test)
     monkeypatch.setenv("LATENTCODEC_WEIGHTS", str(SHARED / "missing"))
     monkeypatch.setenv("LATENTCODEC_CACHE", str(SHARED / "missing"))
     with pytest.raises(ModelError, match="not found"):
@@ -250,7 +250,7 @@ def test_auto_encodes_without_a_denoiser_whose_weights_are_not_installed(kodak_c
     plain = codec.encode(kodak_crop, step=2.0, denoiser=None)
     missing = dataclasses.replace(registry.LATENT_DENOISER_TAEF2, filename="missing.safetensors")
     monkeypatch.setattr(registry, "LATENT_DENOISER_TAEF2", missing)
-    monkeypatch.setattr(registry, "_cache", LoadedCache())  # forget the loaded denoiser (restored after the test)
+    monkeypatch.setattr(registry.DENOISERS, "_loaded", {})  # forget the loaded denoiser (restored after the test)
     with pytest.warns(UserWarning, match="without a denoiser"):
         assert codec.encode(kodak_crop, step=2.0) == plain
     with pytest.raises(ModelError, match="not found"):  # a denoiser named explicitly must be there

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from latentcodec.bindings.http_service import CodecServer, parse_options
+from latentcodec.engine.options import EncodeOptions
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +77,9 @@ def test_health(server):
 
 
 def test_options_are_typed_from_the_query():
-    assert parse_options("mode=uniform&step=0.5&dither=no&level=3") == {
-        "mode": "uniform", "step": 0.5, "dither": False, "level": 3,
-    }  # fmt: skip
+    assert parse_options("mode=uniform&step=0.5&dither=no&level=3") == EncodeOptions(
+        mode="uniform", step=0.5, dither=False, level=3
+    )
     with pytest.raises(ValueError, match="bad value"):
         parse_options("level=high")
 

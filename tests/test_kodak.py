@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 from latentcodec.bench.metrics import psnr
-from latentcodec.bench.roundtrip import float_psnr, image_files
+from latentcodec.bench.roundtrip import float_psnr
+from latentcodec.engine.images import image_files
 from tests.conftest import KODAK
 
 # Floors well below the measured Kodak means (scalar8 30.2, uniform q50 29.3, palette 21.5 dB): they catch breakage.

@@ -2,7 +2,7 @@
 
 import torch
 
-from latentcodec.engine.palette import dither_indices, fit_palette, nearest_indices
+from latentcodec.engine.coders.palette_fit import dither_indices, fit_palette, nearest_indices
 
 
 def _raster_dither(latents: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:

@@ -5,8 +5,8 @@ import math
 import pytest
 
 import latentcodec
-from latentcodec.engine import rate_control
-from latentcodec.engine.rate_control import Candidate
+from latentcodec.engine import search
+from latentcodec.engine.search import Candidate
 from tests.conftest import as_array, kodak_path
 
 
@@ -17,17 +17,17 @@ def test_search_finds_the_finest_step_that_fits():
         calls.append(step)
         return math.floor(1000 / step)
 
-    step = rate_control.finest_step_within(size_of, budget=100)
+    step = search.finest_step_within(size_of, budget=100)
     assert size_of(step) <= 100 and step == pytest.approx(1000 / 101, rel=1e-3)  # floor(1000 / s) <= 100 from there
-    assert len(calls) <= rate_control.ITERATIONS + 3
-    assert rate_control.finest_step_within(size_of, budget=10**9) == pytest.approx(rate_control.MIN_SEARCH_STEP)
-    assert rate_control.finest_step_within(size_of, budget=1) == pytest.approx(64)  # nothing fits: coarsest
+    assert len(calls) <= search.ITERATIONS + 3
+    assert search.finest_step_within(size_of, budget=10**9) == pytest.approx(search.MIN_SEARCH_STEP)
+    assert search.finest_step_within(size_of, budget=1) == pytest.approx(64)  # nothing fits: coarsest
 
 
 def test_choice_prefers_quality_within_the_tolerance():
     near_good, near_bad, far_best = Candidate(b"x" * 95, 30.0), Candidate(b"x" * 100, 25.0), Candidate(b"x" * 50, 40.0)
-    assert rate_control.choose([near_bad, far_best, near_good], budget=100) == near_good.data
-    assert rate_control.choose([far_best, Candidate(b"x" * 20, 50.0)], budget=100) == far_best.data  # closest
+    assert search.choose([near_bad, far_best, near_good], budget=100) == near_good.data
+    assert search.choose([far_best, Candidate(b"x" * 20, 50.0)], budget=100) == far_best.data  # closest
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +58,10 @@ def test_more_bits_give_a_better_picture(codec, photo):
 
 def test_quality_search_finds_the_coarsest_step_that_reaches():
     quality_of = lambda step: 40 - 10 * math.log2(step)  # noqa: E731  # 40 dB at step 1, 30 at step 2
-    step = rate_control.coarsest_step_reaching(quality_of, 30.0)
+    step = search.coarsest_step_reaching(quality_of, 30.0)
     assert quality_of(step) >= 30 and step == pytest.approx(2.0, rel=0.05)
-    assert rate_control.coarsest_step_reaching(quality_of, 100.0) is None
-    assert rate_control.coarsest_step_reaching(quality_of, -30.0) == pytest.approx(64)  # every step reaches
+    assert search.coarsest_step_reaching(quality_of, 100.0) is None
+    assert search.coarsest_step_reaching(quality_of, -30.0) == pytest.approx(64)  # every step reaches
 
 
 def test_target_psnr_is_reached_with_the_smallest_stream(codec, photo):

@@ -5,8 +5,7 @@ import json
 import pytest
 from PIL import Image
 
-from latentcodec.bench import rd
-from latentcodec.bindings import cli
+from latentcodec.bench import cli, rd
 from tests.conftest import KODAK, kodak_path
 
 ANCHOR = [

@@ -5,6 +5,7 @@ import torch
 from PIL import Image
 
 from latentcodec import Codec
+from latentcodec.engine.encoder import Encoder
 from latentcodec.engine.errors import EngineError
 from latentcodec.engine.runner import BUCKETS, HostCopy, PassRunner, bucket_size
 
@@ -91,14 +92,14 @@ def test_static_batches_give_the_same_streams_as_one_by_one(codec, crops, mode):
 
 
 def test_a_failure_in_the_host_stage_costs_only_that_item(codec, crops, monkeypatch):
-    original = Codec._pack
+    original = Encoder.pack
 
     def flaky(self, job, *args):
         if job.width == crops[3].width:
             raise RuntimeError("disk on fire")
         return original(self, job, *args)
 
-    monkeypatch.setattr(Codec, "_pack", flaky)
+    monkeypatch.setattr(Encoder, "pack", flaky)
     small = Codec("taef2", device="cpu", batch_size=2)
     results = small.encode_batch([*crops, *crops])
     assert [r.ok for r in results] == [True, True, True, False] * 2

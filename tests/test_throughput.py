@@ -5,8 +5,7 @@ import json
 import pytest
 import torch
 
-from latentcodec.bench import throughput
-from latentcodec.bindings import cli
+from latentcodec.bench import cli, throughput
 
 TINY_SD = {
     **throughput.SD_VAE_CONFIG,

@@ -17,9 +17,8 @@ if TYPE_CHECKING:
     from diffusers import UNet2DModel
 
 # The U-Net's timestep is 4 ln(noise level): over the noise levels the codec makes (about 0.05..2) its sinusoidal
-# embedding turns slowly, so nearby levels get nearby corrections. (It used to be 1000 x the level, where the
-# embedding's fast components turned by a radian between levels 0.1% apart: the trained network's output jumped
-# with the level, e.g. -2.5 dB on one held-out image at step 4 and +0.4 dB with the level 15% lower.)
+# embedding turns slowly, so nearby levels get nearby corrections (why not 1000 x the level: README, "Latent
+# denoiser").
 CONDITIONING = "4 ln sigma"  # written into weight files; files trained for another conditioning are refused
 _MIN_SIGMA = 1e-3
 METADATA_KEY = "latentcodec"  # the weight file's one metadata entry: JSON of the config, conditioning, provenance

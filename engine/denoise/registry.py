@@ -1,4 +1,4 @@
-"""The denoiser registry: ids -> loaders and the latent spaces they work in; loaded denoisers are cached."""
+"""The denoiser registry: ids -> loaders, the latent spaces they work in and the strength streams record."""
 
 from __future__ import annotations
 
@@ -7,23 +7,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from latentcodec.engine.denoise import latent_denoiser, strength
+from latentcodec.engine.denoise import latent_denoiser
+from latentcodec.engine.denoise.base import Denoiser
 from latentcodec.engine.denoise.sd_unet import load_sd_unet
-from latentcodec.engine.errors import UnknownModelError
 from latentcodec.engine.models import weights
 from latentcodec.engine.models.autoencoder import state_fingerprint
-from latentcodec.engine.models.cache import LoadedCache
 from latentcodec.engine.models.weights import WeightsFile
+from latentcodec.engine.registry import Placement, Registry
 
-# trained by engine/denoise/training.py; looked up like the autoencoders' weights ($LATENTCODEC_WEIGHTS, cache)
+# made by training/denoiser.py; looked up like the autoencoders' weights ($LATENTCODEC_WEIGHTS, cache)
 LATENT_DENOISER_TAEF2 = WeightsFile(
     "latent-denoiser",
     "taef2.safetensors",
     "bac2743cddb8f20b7baa80510c245e63966ca75967aa6cc270181d4a0e66c9e8",
-    "",  # published nowhere: `latentcodec train-denoiser ../shared/data/train OUT` makes it (seeded: two short runs on
-    # one machine gave equal weights; another machine's may differ in the last bits: $LATENTCODEC_LATENT_DENOISER)
+    "",  # published nowhere: `latentcodec-lab train-denoiser ../shared/data/train OUT` makes it (seeded; another
+    # machine's run may differ in the last bits: point $LATENTCODEC_LATENT_DENOISER at the file it writes)
 )
 SD_SOURCE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
@@ -32,20 +31,19 @@ SD_SOURCE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 class DenoiserSpec:
     denoiser_id: str
     model_ids: tuple[str, ...]  # the autoencoders whose latent space it was made for
-    load: Callable[[str | None], nn.Module]  # source override -> module(latents, sigma, key), schedule_key()
+    load: Callable[[str | None], Denoiser]  # source override -> module
     source_env: str | None = None
     description: str = ""
     strength: float = 1.0  # fraction of the measured noise level that streams naming it record by default
 
 
 class LoadedDenoiser:
-    """A denoiser module with its fingerprint and how it groups streams into passes."""
+    """A denoiser module on its placement, with its fingerprint."""
 
-    def __init__(self, denoiser_id: str, module: nn.Module, fingerprint: bytes) -> None:
+    def __init__(self, denoiser_id: str, module: Denoiser, fingerprint: bytes) -> None:
         self.denoiser_id, self.module, self.fingerprint = denoiser_id, module, fingerprint
 
     def schedule_key(self, noise_level: float, mode: int) -> Hashable:
-        """Streams with equal keys share one pass (the SD U-Net's start timestep, the latent denoiser's mode)."""
         return self.module.schedule_key(noise_level, mode)
 
     def pass_fn(self, key: Hashable) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -53,7 +51,7 @@ class LoadedDenoiser:
         return lambda latents, sigma: self.module(latents, sigma, key)
 
 
-def _load_latent_denoiser(source: str | None) -> nn.Module:
+def _load_latent_denoiser(source: str | None) -> Denoiser:
     """The registry's weights (sha256-checked), or a file the caller trained and names (its fingerprint,
     recorded in every stream, keeps decoders with other weights from using it)."""
     if source is not None:
@@ -61,39 +59,35 @@ def _load_latent_denoiser(source: str | None) -> nn.Module:
     return latent_denoiser.load(weights.resolve(LATENT_DENOISER_TAEF2), LATENT_DENOISER_TAEF2.sha256)[0]
 
 
-_REGISTRY: dict[str, DenoiserSpec] = {
-    "latent-denoiser": DenoiserSpec(
-        "latent-denoiser",
-        ("taef2",),
-        _load_latent_denoiser,
-        source_env="LATENTCODEC_LATENT_DENOISER",
-        description="The project's 0.9M-parameter UNet2DModel, trained on TAEF2 latents (engine/denoise/training.py)",
-        strength=strength.NAMED_LATENT_DENOISER,
-    ),
-    "sd-unet": DenoiserSpec(
-        "sd-unet",
-        ("sd-vae", "taesd"),
-        lambda source: load_sd_unet(source or SD_SOURCE),
-        source_env="LATENTCODEC_SD_UNET",
-        description="Stable Diffusion's UNet2DConditionModel, empty prompt, a few DDIM steps",
-    ),
-}
+DENOISERS: Registry[DenoiserSpec, LoadedDenoiser] = Registry(
+    "denoiser",
+    {
+        "latent-denoiser": DenoiserSpec(
+            "latent-denoiser",
+            ("taef2",),
+            _load_latent_denoiser,
+            source_env="LATENTCODEC_LATENT_DENOISER",
+            description="The project's 0.9M-parameter UNet2DModel, trained on TAEF2 latents (training/denoiser.py)",
+            strength=0.5,  # chosen on held-out training images (README, "Latent denoiser")
+        ),
+        "sd-unet": DenoiserSpec(
+            "sd-unet",
+            ("sd-vae", "taesd"),
+            lambda source: load_sd_unet(source or SD_SOURCE),
+            source_env="LATENTCODEC_SD_UNET",
+            description="Stable Diffusion's UNet2DConditionModel, empty prompt, a few DDIM steps",
+        ),
+    },
+)
 DEFAULT_DENOISERS = {"taef2": "latent-denoiser"}  # model id -> the denoiser its streams name by default
-
-_cache: LoadedCache[LoadedDenoiser] = LoadedCache()
 
 
 def available_denoisers() -> list[str]:
-    return sorted(_REGISTRY)
+    return DENOISERS.names()
 
 
 def denoiser_spec(denoiser_id: str) -> DenoiserSpec:
-    try:
-        return _REGISTRY[denoiser_id]
-    except KeyError:
-        raise UnknownModelError(
-            f"unknown denoiser {denoiser_id!r}; known: {', '.join(available_denoisers())}"
-        ) from None
+    return DENOISERS[denoiser_id]
 
 
 def load_denoiser(
@@ -106,21 +100,16 @@ def load_denoiser(
     """The denoiser on ``device`` in ``dtype``, in eval mode; loaded once, cached. ``source`` (or the
     denoiser's environment variable: ``LATENTCODEC_SD_UNET``, ``LATENTCODEC_LATENT_DENOISER``) overrides where
     its weights come from (a diffusers id or folder; a weights file the training script wrote)."""
-    spec = denoiser_spec(denoiser_id)
 
-    def load(source: str | None) -> LoadedDenoiser:
+    def build(spec: DenoiserSpec, source: str | None) -> LoadedDenoiser:
         module = spec.load(source)
         fingerprint = state_fingerprint(module.state_dict())
         module = module.to(device=device, dtype=dtype, memory_format=memory_format).eval().requires_grad_(False)
         return LoadedDenoiser(denoiser_id, module, fingerprint)
 
-    return _cache.get(
-        denoiser_id, load, source=source, source_env=spec.source_env, device=device, dtype=dtype,
-        memory_format=memory_format,
-    )  # fmt: skip
+    return DENOISERS.load(denoiser_id, build, Placement(device, dtype, memory_format), source)
 
 
 def register_denoiser(spec: DenoiserSpec) -> None:
     """Add a denoiser (applications and tests with their own networks)."""
-    _REGISTRY[spec.denoiser_id] = spec
-    _cache.forget(spec.denoiser_id)
+    DENOISERS.register(spec.denoiser_id, spec)

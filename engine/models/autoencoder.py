@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-FINGERPRINT_BYTES = 8
+from latentcodec.engine.format import FINGERPRINT_BYTES
 
 
 @dataclass(frozen=True)

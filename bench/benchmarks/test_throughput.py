@@ -1,9 +1,9 @@
 """pytest-benchmark entry to the throughput measurements: one benchmark per model, pass, size and batch.
 
-Run explicitly (the project's test run does not collect ``bench/``)::
+Run explicitly (outside the package and the test run)::
 
-    pytest bench/test_throughput.py --benchmark-enable --benchmark-json=throughput.json
-    LATENTCODEC_BENCH_DEVICE=cuda LATENTCODEC_BENCH_SIZES=512x512,768x512 pytest bench/test_throughput.py ...
+    pytest bench/benchmarks/test_throughput.py --benchmark-enable --benchmark-json=throughput.json
+    LATENTCODEC_BENCH_DEVICE=cuda LATENTCODEC_BENCH_SIZES=512x512,768x512 pytest bench/benchmarks/test_throughput.py ...
 
 Each benchmark times one call of ``batch`` images; ``extra_info`` records images/s. For the engine/baseline
 ratio table with the FLOP floor, use ``latentcodec throughput`` (both pipelines in one run).

@@ -5,8 +5,9 @@ crops, quantizes them the way the codec does (uniform steps of random size; dith
 palette of a random size, fitted as the encoder fits it), and fits the denoiser to predict the clean latents:
 latent MSE plus the MSE of decoded image crops (frozen decoder) against the original pixels. The noise level
 the denoiser is given is the whole image's, as the encoder records it, not the crop's. The run ends with the
-gain on the whole held-out images at the gain bench's six operating points. Seeded and CPU-feasible (about 55
-minutes on 2 cores).
+gain on the whole held-out images at the gain bench's six operating points. Seeded and CPU-feasible (README).
+
+``latentcodec-lab train-denoiser DATA OUT [options]`` runs it.
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from latentcodec import kernels
-from latentcodec.engine import rate_control
-from latentcodec.engine.coding import CodingMode, PaletteCoder, rms_error
-from latentcodec.engine.denoise import latent_denoiser, strength
+from latentcodec.bench.denoise import OPERATING_POINTS
+from latentcodec.engine.coders import PaletteCoder, rms_error
+from latentcodec.engine.coders.palette_fit import dither_indices
+from latentcodec.engine.denoise import latent_denoiser
 from latentcodec.engine.denoise.latent_denoiser import LatentDenoiser
+from latentcodec.engine.format import CodingMode
+from latentcodec.engine.images import image_files, psnr, to_array
 from latentcodec.engine.models import LatentAutoencoder, load_model
-from latentcodec.engine.palette import dither_indices
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".ppm"}
+from latentcodec.engine.search import STRENGTHS
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class TrainConfig:
     max_palette: int = 256  # palettes of the powers of two from min_palette to max_palette are fitted per image
     augment: bool = True  # also train on each image mirrored and at half size
     holdout: int = 4  # images (last by name) kept out of training to report a validation gain
-    seed: int = 1  # of seeds 0 and 1, the better on the held-out images (mean auto gain +0.742 against +0.693 dB)
+    seed: int = 1  # the pinned network's (README, "Latent denoiser")
     limit: int | None = None  # use at most this many images (tests)
     cache: Path | None = None  # keep the encoded training latents here between runs
 
@@ -77,7 +79,7 @@ def palette_sizes(config: TrainConfig) -> list[int]:
 def image_paths(folder: Path) -> list[Path]:
     if "kodak" in str(folder).lower():
         raise ValueError("refusing to train on Kodak: it is the benchmark")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return image_files(folder)
 
 
 def views(image: Image.Image, augment: bool) -> list[Image.Image]:
@@ -92,7 +94,7 @@ def views(image: Image.Image, augment: bool) -> list[Image.Image]:
 def encode_folder(paths: list[Path], model: LatentAutoencoder, config: TrainConfig) -> list[list[Sample]]:
     """The samples of each image (its :func:`views`): latents, pixels and palettes."""
     down = model.spec.downsample
-    coders = [PaletteCoder(size) for size in palette_sizes(config)]
+    coder, sizes = PaletteCoder(), palette_sizes(config)
     groups = []
     for path in paths:
         group = []
@@ -103,7 +105,7 @@ def encode_folder(paths: list[Path], model: LatentAutoencoder, config: TrainConf
                 continue
             image = image[:, :h, :w].contiguous()
             latents = model.encode(image[None])
-            palettes = [coder.fit(latents)[3] for coder in coders]
+            palettes = [coder.fit(latents, size)[3] for size in sizes]
             noise = [noise_level(_dithered(latents, palette), latents).item() for palette in palettes]
             group.append(Sample(latents[0], image, [palette[0] for palette in palettes], noise))
         groups.append(group)
@@ -266,12 +268,11 @@ class HeldOutScore:
 def validate(
     denoiser: LatentDenoiser, model: LatentAutoencoder, samples: list[Sample], config: TrainConfig
 ) -> list[HeldOutScore]:
-    """:class:`HeldOutScore` at each of ``strength.OPERATING_POINTS`` (palettes among those trained) on the whole
-    held-out images. Whole images, because crops misled: two networks that scored 0.4 dB more than the pinned one
-    on held-out uniform crops gained 0.1 dB less on the whole held-out images (mean auto gain)."""
+    """:class:`HeldOutScore` at each of the denoiser bench's ``OPERATING_POINTS`` (palettes among those trained)
+    on the whole held-out images: scores on crops misled (README, "Latent denoiser")."""
     sizes = palette_sizes(config)
     scores = []
-    for label, options in strength.OPERATING_POINTS:
+    for label, options in OPERATING_POINTS:
         mode = CodingMode.parse(options["mode"])
         if mode == CodingMode.PALETTE and options["palette_size"] not in sizes:
             continue
@@ -283,8 +284,9 @@ def validate(
             else:
                 quantized = _dithered(latents, sample.palettes[sizes.index(options["palette_size"])][None])
             sigma = noise_level(quantized, latents)
-            decodes = [quantized] + [denoiser(quantized, s * sigma, int(mode)) for s in (1.0, *strength.STRENGTHS)]
-            psnrs = [rate_control.psnr(sample.image, model.decode(z)[0]) for z in decodes]
+            decodes = [quantized] + [denoiser(quantized, s * sigma, int(mode)) for s in (1.0, *STRENGTHS)]
+            reference = to_array(sample.image)
+            psnrs = [psnr(reference, to_array(model.decode(z)[0])) for z in decodes]
             rows.append((psnrs[0], psnrs[1], max(psnrs[:1] + psnrs[2:])))
         plain, measured, auto = np.mean(rows, axis=0).tolist()
         scores.append(HeldOutScore(label, plain, measured, auto))

@@ -1,0 +1,217 @@
+"""``latentcodec-lab``: the lab's commands, apart from the product CLI: round-trip, rate-distortion, throughput,
+denoiser-gain and entropy-coder benchmarks, and training the latent denoiser."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from latentcodec.bindings.cli import EXIT_OK, UserError, codec_parser, make_codec, progress_bar, run
+from latentcodec.engine.images import image_files
+
+
+def add_image_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder")
+    parser.add_argument("--limit", type=int, default=6, help="the first N images (default 6)")
+    parser.add_argument("--all", action="store_true", help="every image in the folder")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from latentcodec.bench import roundtrip
+    from latentcodec.engine.options import EncodeOptions
+
+    paths = _benchmark_images(args)
+    settings = {mode: {"mode": mode, "quality": args.quality} for mode in args.modes.split(",")}
+    for options in settings.values():
+        try:
+            EncodeOptions(**options)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    codec = make_codec(args)
+    with progress_bar(len(paths) * len(settings), "round trip") as bar:
+        rows = roundtrip.run(codec, paths, settings, progress=bar.update)
+    summary = roundtrip.summarize(rows)
+    print(f"{'mode':10} {'images':>6} {'bpp':>8} {'PSNR dB':>8} {'enc s':>7} {'dec s':>7}")
+    for name, s in summary.items():
+        print(f"{name:10} {s['images']:6d} {s['bpp']:8.4f} {s['psnr']:8.2f} {s['encode_s']:7.2f} {s['decode_s']:7.2f}")
+    if args.json:
+        roundtrip.write_json(Path(args.json), rows)
+    return EXIT_OK
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}") from None
+    return width, height
+
+
+def cmd_throughput(args: argparse.Namespace) -> int:
+    import torch
+
+    from latentcodec.bench import throughput
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    models = [throughput.register_sd_vae_architecture() if m == "sd-vae" else m for m in args.models.split(",")]
+    with progress_bar(None, "throughput", unit="step") as bar:
+        suite = throughput.run_suite(
+            models, args.sizes, args.batches, device, calls=args.calls, baseline_images=args.baseline_images,
+            compile=args.compile, options={**throughput.DEFAULT_OPTIONS, "denoiser": args.denoiser},
+            progress=lambda message: (bar.set_postfix_str(message), bar.update()),
+        )  # fmt: skip
+    print(throughput.format_table(suite))
+    if args.json:
+        Path(args.json).write_text(json.dumps(suite.as_dict(), indent=2))
+    if args.plot:
+        throughput.plot(suite, args.plot)
+    return EXIT_OK
+
+
+def _benchmark_images(args: argparse.Namespace) -> list[Path]:
+    """The images of ``args.folder``: the first ``args.limit``, or all with ``args.all``."""
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise UserError(f"not a folder: {folder}")
+    paths = image_files(folder)[: None if getattr(args, "all", False) else args.limit]
+    if not paths:
+        raise UserError(f"no images in {folder}")
+    return paths
+
+
+def cmd_rd(args: argparse.Namespace) -> int:
+    from latentcodec.bench import rd
+
+    paths, folder = _benchmark_images(args), Path(args.folder)
+    from PIL import Image
+
+    images = {p.name: Image.open(p).convert("RGB") for p in paths}
+    available = rd.classic_codecs()
+    classic = {k: v for k, v in rd.CLASSIC_SWEEPS.items() if k in available}
+    latent = dict(rd.LATENT_SWEEPS)
+    if args.targets:
+        latent[rd.RATE_CONTROL] = [{"mode": "uniform", "target_bpp": t} for t in args.targets]
+    if args.effort:
+        refined = [{**o, "effort": args.effort} for o in rd.LATENT_SWEEPS["latent-uniform"]]
+        latent[f"latent-uniform-effort{args.effort}"] = refined
+    if args.codecs:
+        chosen = set(args.codecs.split(","))
+        classic = {k: v for k, v in classic.items() if k in chosen}
+        latent = {k: v for k, v in latent.items() if k in chosen}
+    if args.plain:
+        latent |= {f"{name}-plain": [{**o, "denoiser": None} for o in sweep] for name, sweep in latent.items()}
+    steps = len(images) * (sum(map(len, classic.values())) + sum(map(len, latent.values())))
+    with progress_bar(steps, "rate-distortion") as bar:
+        points = rd.evaluate(images, make_codec(args), classic, latent, progress=bar.update)
+    curves = rd.mean_curves(points)
+    table = rd.bd_table(curves)
+    print(f"{len(images)} images from {folder}; mean over images per setting\n")
+    for codec, curve in curves.items():
+        print(f"{codec}: " + "  ".join(f"{p['bpp']:.3f} bpp {p['psnr']:.2f} dB {p['ms_ssim']:.4f}" for p in curve))
+    misses = rd.rate_control_misses(points)
+    if misses is not None:
+        print(f"\nrate control: worst miss {100 * max(misses.values()):.1f}% of the target ({misses})")
+    print()
+    print(rd.format_bd_table(table))
+    if args.json:
+        rd.write_json(Path(args.json), points, curves, table)
+    if args.plot:
+        rd.plot(curves, Path(args.plot), title=f"{folder.name}, {len(images)} images")
+    return EXIT_OK
+
+
+def cmd_denoise_gain(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from latentcodec.bench import denoise
+
+    paths = _benchmark_images(args)
+    with progress_bar(len(paths) * len(denoise.OPERATING_POINTS), "denoise-gain") as bar:
+        records = denoise.run(make_codec(args), paths, progress=bar.update)
+    summary = denoise.summarize(records)
+    print(denoise.format_table(summary))
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"summary": summary, "records": [asdict(r) | {"kept": r.kept} for r in records]}, indent=1)
+        )
+    return EXIT_OK
+
+
+def cmd_entropy(args: argparse.Namespace) -> int:
+    from latentcodec.bench import entropy
+
+    paths = image_files(Path(args.folder))[: args.limit]
+    extra = image_files(Path(args.dictionary_from))[:12] if args.dictionary_from else []
+    table = entropy.study(make_codec(args), paths, extra, args.steps)
+    for step, row in table.items():
+        print(f"step {step}: " + ", ".join(f"{method} {size:.0f} B" for method, size in row.items()))
+    return EXIT_OK
+
+
+def cmd_train_denoiser(args: argparse.Namespace) -> int:
+    from latentcodec.training.denoiser import main as train_main
+
+    train_main(args.args)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser, sub = codec_parser("latentcodec-lab", "Benchmarks and training for the latent codec.")
+
+    ben = sub.add_parser("bench", help="round-trip a folder of images and print bpp / PSNR per mode")
+    ben.add_argument("folder")
+    ben.add_argument("--modes", default="scalar8,uniform,palette")
+    ben.add_argument("-q", "--quality", type=float)
+    ben.add_argument("--limit", type=int, help="only the first N images")
+    ben.add_argument("--json", help="write per-image results here")
+    ben.set_defaults(run=cmd_bench)
+
+    rdp = sub.add_parser("rd", help="rate-distortion sweep against JPEG, WebP and AVIF, with BD-rates and plots")
+    add_image_set(rdp)
+    rdp.add_argument("--targets", type=float, nargs="+", help="add a rate-controlled curve at these bpp")
+    rdp.add_argument("--effort", type=int, help="add latent-uniform with this many refinement steps")
+    rdp.add_argument("--plain", action="store_true", help="add each latent curve without the denoiser (-plain)")
+    rdp.add_argument("--codecs", help="comma-separated subset, e.g. jpeg,webp,latent-uniform-half")
+    rdp.add_argument("--json", help="write every point, the curves and the BD-rates here")
+    rdp.add_argument("--plot", help="write RD curves (PNG) here")
+    rdp.set_defaults(run=cmd_rd)
+
+    thr = sub.add_parser("throughput", help="images/s and latency of the engine against the naive pipeline")
+    thr.add_argument("--models", default="taef2,sd-vae", help="comma-separated; sd-vae = its architecture, random")
+    thr.add_argument("--sizes", nargs="+", type=_size, default=[(512, 512), (768, 512)], metavar="WxH")
+    thr.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
+    thr.add_argument("--calls", type=int, default=8, help="timed batches per engine setting")
+    thr.add_argument("--baseline-images", type=int, default=8, help="timed images per baseline setting")
+    thr.add_argument("--compile", action="store_true", help="run the engine's passes through torch.compile")
+    thr.add_argument("--denoiser", help="streams name this denoiser, so decode runs it (auto: encode checks it)")
+    thr.add_argument("--json", help="write every measurement here")
+    thr.add_argument("--plot", help="write a PNG of images/s against batch size here")
+    thr.set_defaults(run=cmd_throughput)
+
+    dng = sub.add_parser("denoise-gain", help="PSNR and MS-SSIM of streams decoded with and without the denoiser")
+    add_image_set(dng)
+    dng.add_argument("--json", help="write every record and the summary here")
+    dng.set_defaults(run=cmd_denoise_gain)
+
+    ent = sub.add_parser("entropy", help="bytes of zstd against other entropy coders on uniform latent symbols")
+    ent.add_argument("folder")
+    ent.add_argument("--dictionary-from", help="folder of images to train a zstd dictionary on (not the benchmark)")
+    ent.add_argument("--limit", type=int, help="the first N images")
+    ent.add_argument("--steps", type=float, nargs="+", default=[1.0, 2.0, 4.0])
+    ent.set_defaults(run=cmd_entropy)
+
+    trn = sub.add_parser("train-denoiser", help="train the latent denoiser (see training/denoiser.py)")
+    trn.add_argument("args", nargs=argparse.REMAINDER, help="data folder, output file and training options")
+    trn.set_defaults(run=cmd_train_denoiser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

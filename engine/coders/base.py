@@ -1,0 +1,87 @@
+"""The coder interface and the per-mode registry: latents <-> (mode parameters, raw symbol planes).
+
+Every coder works on batches ``[B, C, H, W]`` and lays symbols out channel-major (one plane per channel), which
+is what the entropy stage compresses best. Parameters are small per-image byte strings stored in the header; a
+coder reads its knobs from the encode options when encoding and from each stream's parameters when decoding.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
+
+import torch
+
+from latentcodec.engine.format import CodingMode
+
+if TYPE_CHECKING:
+    from latentcodec.engine.options import EncodeOptions
+
+LatentShape = tuple[int, int, int]  # (channels, height, width) of one image's latents
+
+
+class Layout(NamedTuple):
+    """The dtype and memory format decoded latents are made in (what the decoder pass takes)."""
+
+    dtype: torch.dtype = torch.float32
+    memory_format: torch.memory_format = torch.contiguous_format
+
+
+FLOAT32 = Layout()
+
+
+@dataclass
+class CodedBatch:
+    """A batch of coded latents, still on the coder's device (so coding never waits for the device).
+
+    ``params`` is ``[B, p]`` uint8: each row is one image's mode parameters as stored in the header.
+    ``planes`` is ``[B, n]`` uint8: each row starts with the image's channel-major byte planes, exactly the
+    bytes the entropy stage compresses; rows may be longer (``planes_size`` of the parameters says how long).
+    ``noise`` is ``[B]`` float32: each image's RMS quantization error per latent (what a denoiser is told).
+    """
+
+    params: torch.Tensor
+    planes: torch.Tensor
+    noise: torch.Tensor
+
+
+class Coder(ABC):
+    """One coding mode on one device; ``backend`` picks the kernels (None: Triton on CUDA, torch elsewhere)."""
+
+    mode: ClassVar[CodingMode]
+
+    def __init__(self, backend: str | None = None, device: torch.device | str = "cpu") -> None:
+        self.backend, self.device = backend, torch.device(device)
+
+    @abstractmethod
+    def encode(self, latents: torch.Tensor, options: EncodeOptions) -> CodedBatch:
+        """Quantize latents ``[B, C, H, W]`` with the knobs of ``options``."""
+
+    @abstractmethod
+    def planes_size(self, params: bytes, shape: LatentShape) -> int:
+        """Bytes of symbol planes a stream with these parameters holds (raises CorruptStreamError if bad)."""
+
+    @abstractmethod
+    def decode(
+        self, params: list[bytes], planes: torch.Tensor, shape: LatentShape, out: Layout = FLOAT32
+    ) -> torch.Tensor:
+        """Latents ``[B, *shape]`` in the ``out`` layout of equal-length planes ``[B, n]`` on the device."""
+
+
+_CODERS: dict[CodingMode, type[Coder]] = {}
+
+
+def register_coder(cls: type[Coder]) -> type[Coder]:
+    """Class decorator: ``cls`` codes streams of ``cls.mode``."""
+    _CODERS[cls.mode] = cls
+    return cls
+
+
+def coder_for(mode: CodingMode, backend: str | None = None, device: torch.device | str = "cpu") -> Coder:
+    """The coder of ``mode``, for encoding or decoding."""
+    return _CODERS[mode](backend, device)
+
+
+def registered_modes() -> list[CodingMode]:
+    return sorted(_CODERS)

@@ -1,0 +1,134 @@
+"""The decode path: streams -> (host) parsed and entropy-decoded symbols -> (device) latents, denoiser and
+decoder pass -> (host) cropped, resized and converted images."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from latentcodec.engine import bitstream, entropy
+from latentcodec.engine.batching import batches_by_key
+from latentcodec.engine.bitstream import Header
+from latentcodec.engine.coders import Layout, planes_tensor
+from latentcodec.engine.errors import ModelMismatchError
+from latentcodec.engine.format import ColorKind
+from latentcodec.engine.images import finish
+from latentcodec.engine.pipeline import BatchPipeline, Outcomes
+from latentcodec.engine.results import Result
+from latentcodec.engine.runner import HostCopy
+from latentcodec.engine.session import ModelSession
+
+
+@dataclass
+class DecodedImage:
+    """A decoded image as tensors: RGB ``[3, H, W]`` float in [0, 1] on the CPU, alpha, colour kind."""
+
+    rgb: torch.Tensor
+    alpha: np.ndarray | None
+    kind: ColorKind
+
+    def to_pil(self) -> Image.Image:
+        return finish(self.rgb, self.kind, self.alpha)
+
+
+@dataclass
+class _DecodeJob:
+    header: Header
+    params: bytes
+    planes: bytes
+    alpha: np.ndarray | None
+    denoiser: tuple[str, Hashable] | None = None  # (denoiser id, schedule key) when it runs
+
+
+class Decoder:
+    """Decodes streams of the session's model, batched by mode, latent size, symbol width and denoiser pass."""
+
+    def __init__(self, session: ModelSession, pipeline: BatchPipeline) -> None:
+        self.session, self.pipeline = session, pipeline
+
+    def decode(self, streams: Sequence[bytes], outcomes: Outcomes, *, to_pil: bool, denoise: bool) -> None:
+        """Settle one result per stream: a Pillow image (``to_pil``) or a :class:`DecodedImage`."""
+        session = self.session
+        jobs = self.pipeline.on_host(lambda data: self._job(data, denoise), streams, outcomes)
+
+        def on_device(members: list[int]) -> list[Result[Future]]:
+            job = jobs[members[0]]
+            shape = (session.spec.latent_channels, *job.header.latent_size(session.spec.downsample))
+            planes = planes_tensor([jobs[i].planes for i in members], session.device)
+            params = [jobs[i].params for i in members]
+            coder = session.coder(job.header.mode)
+            latents = coder.decode(params, planes, shape, Layout(session.dtype, session.memory_format))
+            if job.denoiser is None:
+                decoded = session.decoder_pass(latents)
+            else:
+                levels = [jobs[i].header.denoiser.noise_level for i in members]  # type: ignore[union-attr]
+                sigma = torch.tensor(levels, dtype=session.dtype)
+                decoded = session.denoised_decoder_pass(*job.denoiser)(latents, sigma)
+            # float32 made on the device: conversions in the host threads would oversubscribe the CPU's intra-op
+            # threads (README, "The engine")
+            images = HostCopy(decoded.float())
+            host = self.pipeline.host
+            return [Result(host.submit(_finish, jobs[i], images, row, to_pil)) for row, i in enumerate(members)]
+
+        def key(i: int) -> tuple:
+            h = jobs[i].header
+            return h.mode, h.latent_size(session.spec.downsample), len(jobs[i].planes), jobs[i].denoiser
+
+        self.pipeline.run(batches_by_key(jobs, key, self.pipeline.batch_size), on_device, outcomes)
+
+    def tensors(self, streams: Sequence[bytes], *, denoise: bool = True) -> list[torch.Tensor]:
+        """RGB tensors ``[3, H, W]`` in [0, 1]; raises the first failure."""
+        outcomes: Outcomes[DecodedImage] = Outcomes(len(streams))
+        self.decode(streams, outcomes, to_pil=False, denoise=denoise)
+        return [r.unwrap().rgb for r in outcomes.results()]
+
+    def _job(self, data: bytes, denoise: bool) -> _DecodeJob:
+        stream = bitstream.unpack(data)
+        header = stream.header
+        self.check_model(header)
+        spec = self.session.spec
+        denoiser = self._denoiser_pass(header) if denoise and header.denoiser else None
+        shape = (spec.latent_channels, *header.latent_size(spec.downsample))
+        planes = entropy.decompress(stream.latents, self.session.coder(header.mode).planes_size(stream.params, shape))
+        alpha = None
+        if header.has_alpha:
+            raw = entropy.decompress(stream.alpha, header.width * header.height)
+            alpha = np.frombuffer(raw, dtype=np.uint8).reshape(header.height, header.width)
+        return _DecodeJob(header, stream.params, planes, alpha, denoiser)
+
+    def _denoiser_pass(self, header: Header) -> tuple[str, Hashable]:
+        """(denoiser id, schedule key) of the pass a stream's denoiser runs in; its weights must match."""
+        ref = header.denoiser
+        loaded = self.session.denoiser(ref.denoiser_id)
+        if loaded.fingerprint != ref.fingerprint:
+            raise ModelMismatchError(
+                f"stream expects denoiser {ref.denoiser_id!r} weights {ref.fingerprint.hex()}, but the loaded "
+                f"weights are {loaded.fingerprint.hex()}; decode with denoise=False to skip it"
+            )
+        return ref.denoiser_id, loaded.schedule_key(ref.noise_level, header.mode)
+
+    def check_model(self, header: Header) -> None:
+        """Raise ModelMismatchError unless the session's model made the stream."""
+        model_id, model = self.session.model_id, self.session.model
+        if header.model_id != model_id:
+            raise ModelMismatchError(f"stream was made by model {header.model_id!r}; this codec uses {model_id!r}")
+        if header.fingerprint != model.fingerprint:
+            raise ModelMismatchError(
+                f"stream was made by {header.model_id!r} weights {header.fingerprint.hex()}, "
+                f"but the loaded weights are {model.fingerprint.hex()}"
+            )
+
+
+def _finish(job: _DecodeJob, images: HostCopy, row: int, to_pil: bool) -> DecodedImage | Image.Image:
+    h = job.header
+    rgb = images.get()[row, :, : h.coded_height, : h.coded_width]
+    if (h.coded_width, h.coded_height) != (h.width, h.height):
+        rgb = F.interpolate(rgb[None], size=(h.height, h.width), mode="bicubic")[0].clamp_(0, 1)
+    decoded = DecodedImage(rgb.contiguous(), job.alpha, h.kind)
+    return decoded.to_pil() if to_pil else decoded

@@ -1,0 +1,59 @@
+"""The stream format's vocabulary: coding modes, colour kinds, size limits and identity sizes.
+
+A leaf: the container (:mod:`~latentcodec.engine.bitstream`) and everything that reads headers import it
+without loading torch or the model registries.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+FINGERPRINT_BYTES = 8  # hash of a network's weights, as streams record it
+MAX_ID = 64  # bytes of a model or denoiser id
+MAX_SIDE = 16384
+MAX_PIXELS = 4096 * 4096
+MIN_STEP, MAX_STEP = 1e-3, 64.0  # uniform quantization steps a stream may carry
+MAX_PALETTE = 4096
+
+
+class CodingMode(IntEnum):
+    """How a stream's latents were quantized (its id is stored in the header)."""
+
+    SCALAR8 = 0
+    UNIFORM = 1
+    PALETTE = 2
+
+    @classmethod
+    def parse(cls, name: str | CodingMode) -> CodingMode:
+        if isinstance(name, CodingMode):
+            return name
+        try:
+            return cls[str(name).upper()]
+        except KeyError:
+            raise ValueError(f"unknown mode {name!r}; choose scalar8, uniform or palette") from None
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class ColorKind(IntEnum):
+    """What the decoder hands back: the input's colour model, with alpha only where it was kept."""
+
+    L = 0
+    LA = 1
+    RGB = 2
+    RGBA = 3
+
+    @property
+    def has_alpha(self) -> bool:
+        return self in (ColorKind.LA, ColorKind.RGBA)
+
+    @property
+    def pil_mode(self) -> str:
+        return self.name
+
+
+def size_supported(width: int, height: int) -> bool:
+    """Whether an image of this size may be encoded (and a stream may declare it)."""
+    return 1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE and width * height <= MAX_PIXELS
