@@ -103,4 +103,4 @@ class PaletteCoder(Coder):
             if int(indices.max()) >= k:
                 raise CorruptStreamError("palette index out of range")
             latents.append(kernels.palette_lookup(indices, palette[..., 0].permute(0, 2, 1), self.backend))
-        return torch.cat(out).to(dtype=out.dtype, memory_format=out.memory_format)
+        return torch.cat(latents).to(dtype=out.dtype, memory_format=out.memory_format)
