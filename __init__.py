@@ -12,11 +12,14 @@ from importlib import import_module
 
 from latentcodec.bindings import pillow_plugin as _pillow_plugin
 from latentcodec.engine.errors import (
+    BusyError,
     ChecksumError,
     CorruptStreamError,
     EngineError,
     InvalidImageError,
+    InvalidInputError,
     LatentCodecError,
+    LimitError,
     ModelError,
     ModelMismatchError,
     NotAStreamError,
@@ -56,9 +59,12 @@ __all__ = [
     "ChecksumError",
     "CodingMode",
     "CorruptStreamError",
+    "BusyError",
     "EngineError",
     "InvalidImageError",
+    "InvalidInputError",
     "LatentCodecError",
+    "LimitError",
     "ModelError",
     "ModelMismatchError",
     "NotAStreamError",

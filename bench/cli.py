@@ -151,10 +151,65 @@ def cmd_entropy(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_train_denoiser(args: argparse.Namespace) -> int:
-    from latentcodec.training.denoiser import main as train_main
+def cmd_decoder_gain(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
 
-    train_main(args.args)
+    from latentcodec.bench import decoder_gain
+
+    paths = _benchmark_images(args)
+    with progress_bar(len(paths) * len(decoder_gain.POINTS), "decoder-gain") as bar:
+        records = decoder_gain.run(paths, progress=bar.update, device=args.device)
+    summary = decoder_gain.summarize(records)
+    print(decoder_gain.format_table(summary))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"summary": summary, "records": [asdict(r) for r in records]}, indent=1))
+    return EXIT_OK
+
+
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    from latentcodec.bench import fuzz
+
+    with progress_bar(args.count, "fuzz", unit="stream") as bar:
+        report = fuzz.run(make_codec(args), args.count, seed=args.seed, max_pixels=args.max_pixels, progress=bar.update)
+    print(report)
+    for failure in report.failures[:20]:
+        print(f"  {failure}")
+    return EXIT_OK if not report.failures else 1
+
+
+def cmd_soak(args: argparse.Namespace) -> int:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from latentcodec.bench import soak
+    from latentcodec.bindings.http_service import CodecServer, ServiceLimits
+
+    if args.image:
+        image = Image.open(args.image).convert("RGB")
+    else:
+        ramp = np.linspace(0, 255, 128, dtype=np.uint8)
+        image = Image.fromarray(
+            np.dstack([np.tile(ramp, (128, 1)), np.tile(ramp[:, None], (1, 128)), np.full((128, 128), 90, np.uint8)])
+        )
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    server = CodecServer(("127.0.0.1", 0), make_codec(args), limits=ServiceLimits(timeout_s=args.timeout))
+    server.serve_in_background()
+    try:
+        report = soak.run(server, png.getvalue(), clients=args.clients, requests=args.requests, bad_share=args.bad)
+    finally:
+        server.shutdown()
+        server.server_close()
+    print(report)
+    return EXIT_OK if not report.good_lost else 1
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from importlib import import_module
+
+    import_module(f"latentcodec.training.{args.network}").main(args.args)
     return EXIT_OK
 
 
@@ -203,9 +258,29 @@ def build_parser() -> argparse.ArgumentParser:
     ent.add_argument("--steps", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     ent.set_defaults(run=cmd_entropy)
 
-    trn = sub.add_parser("train-denoiser", help="train the latent denoiser (see training/denoiser.py)")
-    trn.add_argument("args", nargs=argparse.REMAINDER, help="data folder, output file and training options")
-    trn.set_defaults(run=cmd_train_denoiser)
+    for network, what in (("denoiser", "the latent denoiser"), ("decoder", "taef2-q's decoder")):
+        trn = sub.add_parser(f"train-{network}", help=f"train {what} (see training/{network}.py)")
+        trn.add_argument("args", nargs=argparse.REMAINDER, help="outputs, data and training options (--help)")
+        trn.set_defaults(run=cmd_train, network=network)
+
+    dgn = sub.add_parser("decoder-gain", help="the same streams decoded by taef2 and by the trained taef2-q")
+    add_image_set(dgn)
+    dgn.add_argument("--json", help="write every record and the summary here")
+    dgn.set_defaults(run=cmd_decoder_gain)
+
+    fzz = sub.add_parser("fuzz", help="decode mutated streams: each must decode or raise a library error")
+    fzz.add_argument("--count", type=int, default=10000)
+    fzz.add_argument("--seed", type=int, default=0)
+    fzz.add_argument("--max-pixels", type=int, default=1 << 16, help="decode limit per stream")
+    fzz.set_defaults(run=cmd_fuzz)
+
+    sok = sub.add_parser("soak", help="concurrent HTTP clients with malformed and stalled requests mixed in")
+    sok.add_argument("--image", help="the image good requests encode (default: a 128x128 gradient)")
+    sok.add_argument("--clients", type=int, default=8)
+    sok.add_argument("--requests", type=int, default=50, help="per client")
+    sok.add_argument("--bad", type=float, default=0.1, help="share of malformed or stalled requests")
+    sok.add_argument("--timeout", type=float, default=2.0, help="the server's idle timeout, seconds")
+    sok.set_defaults(run=cmd_soak)
     return parser
 
 

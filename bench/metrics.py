@@ -6,7 +6,7 @@ import numpy as np
 
 from latentcodec.engine.images import mse, psnr  # the codec's own, so searches and benches score alike
 
-__all__ = ["bits_per_pixel", "ms_ssim", "mse", "psnr", "ssim"]
+__all__ = ["bits_per_pixel", "ms_ssim", "mse", "psnr", "ssim", "ssimulacra2"]
 
 
 def bits_per_pixel(num_bytes: int, width: int, height: int) -> float:
@@ -37,3 +37,22 @@ def ms_ssim(reference: np.ndarray, test: np.ndarray) -> float:
     if min(reference.shape[:2]) <= 160:
         raise ValueError(f"MS-SSIM needs sides over 160 pixels, got {reference.shape[1]}x{reference.shape[0]}")
     return float(_ms_ssim(_as_batch(reference), _as_batch(test), data_range=255, size_average=True))
+
+
+def ssimulacra2(reference: np.ndarray, test: np.ndarray) -> float:
+    """SSIMULACRA2 of uint8 RGB images (the ``ssimulacra2`` package, a port of libjxl's metric): 100 is
+    identical, 90 visually lossless, 70 high quality, 50 medium, 30 low; negative for heavy artefacts."""
+    import io
+
+    from PIL import Image
+    from ssimulacra2 import compute_ssimulacra2
+
+    if reference.shape != test.shape:
+        raise ValueError(f"shape mismatch: {reference.shape} vs {test.shape}")
+    files = []
+    for array in (reference, test):
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG", compress_level=1)
+        buffer.seek(0)
+        files.append(buffer)
+    return float(compute_ssimulacra2(*files))

@@ -1,20 +1,28 @@
 """``latentcodec`` command line: encode, decode, info and serve. Its encode flags are the encode options schema.
 
+Exit status: 0 when every item succeeded, 1 when any item failed (an unreadable, missing or corrupt input, an
+output that could not be written; the others are still written), 2 for a usage error (bad flags or options,
+outputs that would overwrite an input or each other), nothing written. Outputs are written atomically
+(a temporary file renamed into place), so a failure never leaves a partial file.
 Benchmarks and training are lab work: ``latentcodec-lab`` (:mod:`latentcodec.bench.cli`).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 
+from PIL import Image
 from tqdm import tqdm
 
-from latentcodec.engine.errors import LatentCodecError
+from latentcodec.engine.errors import InvalidInputError, LatentCodecError
+from latentcodec.engine.format import DEFAULT_MODEL
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -24,20 +32,43 @@ class UserError(Exception):
 
 
 def _outputs(inputs: Sequence[Path], output: Path | None, suffix: str) -> list[Path]:
-    """Where each input's result goes: ``-o`` names a file for one input, else a folder."""
+    """Where each input's result goes: ``-o`` names a file for one input, else a folder. Refuses outputs that
+    would overwrite an input or each other."""
     if output is not None and len(inputs) == 1 and not output.is_dir():
-        return [output]
-    folder = output
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-    return [(folder or path.parent) / (path.stem + suffix) for path in inputs]
+        outputs = [output]
+    elif output is not None and output.exists() and not output.is_dir():
+        raise UserError(f"{output} is a file: with several inputs, -o names a folder")
+    else:
+        outputs = [(output or path.parent) / (path.stem + suffix) for path in inputs]
+    sources = {path.resolve() for path in inputs}
+    seen: dict[Path, Path] = {}
+    for path, out in zip(inputs, outputs, strict=True):
+        target = out.resolve()
+        if target in sources:
+            raise UserError(f"refusing to overwrite the input {out}")
+        if target in seen:
+            raise UserError(f"{seen[target]} and {path} would both be written to {out}")
+        seen[target] = path
+    if output is not None and len(inputs) > 1:
+        output.mkdir(parents=True, exist_ok=True)
+    return outputs
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """``data`` into ``path`` through a temporary file renamed into place: never a partial file."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def make_codec(args: argparse.Namespace):
@@ -100,17 +131,43 @@ def cmd_encode(args: argparse.Namespace) -> int:
     outputs = _outputs(args.inputs, args.output, ".lcz")
     with progress_bar(len(args.inputs), "encode") as bar:
         results = codec.encode_batch([str(p) for p in args.inputs], progress=bar.update, options=options)
-    return _report(args.inputs, results, outputs, lambda data, out: out.write_bytes(data))
+    return _report(args.inputs, results, outputs, lambda data, out: write_atomically(out, data))
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
     from latentcodec.engine.api import decode_batch
+    from latentcodec.engine.results import Result
 
     outputs = _outputs(args.inputs, args.output, "." + args.format)
-    streams = [_read(p) for p in args.inputs]
-    with progress_bar(len(streams), "decode") as bar:
-        results = decode_batch(streams, progress=bar.update, denoise=not args.no_denoise)
-    return _report(args.inputs, results, outputs, lambda image, out: image.save(out))
+    read = [_attempt_read(p) for p in args.inputs]
+    readable = [i for i, r in enumerate(read) if r.ok]
+    with progress_bar(len(readable), "decode") as bar:
+        decoded = decode_batch(
+            [read[i].value for i in readable],
+            progress=bar.update,
+            denoise=not args.no_denoise,
+            max_pixels=args.max_pixels,
+        )
+    results: list[Result] = list(read)
+    for index, result in zip(readable, decoded, strict=True):
+        results[index] = result
+    return _report(args.inputs, results, outputs, lambda image, out: write_atomically(out, _encoded(image, out)))
+
+
+def _attempt_read(path: Path):
+    from latentcodec.engine.results import Result
+
+    try:
+        return Result(_read(path))
+    except LatentCodecError as exc:
+        return Result(error=exc)
+
+
+def _encoded(image, path: Path) -> bytes:
+    """``image`` in the format its path's suffix names."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=Image.registered_extensions().get(path.suffix.lower()) or "PNG")
+    return buffer.getvalue()
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -134,9 +191,19 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from latentcodec.bindings.http_service import CodecServer
+    from latentcodec.bindings.http_service import TOKEN_ENV, CodecServer, ServiceLimits
 
-    server = CodecServer((args.host, args.port), make_codec(args), max_latency_ms=args.max_latency_ms)
+    limits = ServiceLimits(
+        max_body=args.max_body,
+        max_pixels=args.max_pixels,
+        max_effort=args.max_effort,
+        allow_target_psnr=args.allow_target_psnr,
+        max_connections=args.max_connections,
+        max_pending=args.max_pending,
+        timeout_s=args.timeout,
+        token=args.token or os.environ.get(TOKEN_ENV) or None,
+    )
+    server = CodecServer((args.host, args.port), make_codec(args), max_latency_ms=args.max_latency_ms, limits=limits)
     host, port = server.server_address[:2]
     print(f"latentcodec: serving {args.model} on http://{host}:{port} (POST /encode, POST /decode, GET /health)")
     try:
@@ -146,10 +213,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _service_defaults():
+    from latentcodec.bindings.http_service import ServiceLimits
+
+    return ServiceLimits()
+
+
 def codec_parser(prog: str, description: str) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     """A parser with the global codec flags (``--model``, ``--device``, ``--batch-size``) and its subcommands."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--model", default="taef2", help="autoencoder id (default taef2)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"autoencoder id (default {DEFAULT_MODEL})")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--batch-size", type=int, default=8)
     return parser, parser.add_subparsers(dest="command", required=True)
@@ -169,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("-o", "--output", type=Path, help="output file (one input) or folder")
     dec.add_argument("--format", default="png", help="file suffix when writing to a folder (default png)")
     dec.add_argument("--no-denoise", action="store_true", help="skip the denoiser a stream asks for")
+    dec.add_argument("--max-pixels", type=int, help="refuse streams declaring more pixels (untrusted input)")
     dec.set_defaults(run=cmd_decode)
 
     inf = sub.add_parser("info", help="print stream headers")
@@ -180,6 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8080)
     srv.add_argument("--max-latency-ms", type=float, default=5.0, help="how long a request waits for a batch")
+    defaults = _service_defaults()
+    srv.add_argument("--max-body", type=int, default=defaults.max_body, help="bytes of a request body")
+    srv.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="pixels of a stream to decode")
+    srv.add_argument("--max-effort", type=int, default=defaults.max_effort, help="refinement steps an encode may ask")
+    srv.add_argument("--allow-target-psnr", action="store_true", help="allow target_psnr searches (costly)")
+    srv.add_argument("--max-connections", type=int, default=defaults.max_connections, help="open connections")
+    srv.add_argument("--max-pending", type=int, default=defaults.max_pending, help="queued requests before 503")
+    srv.add_argument("--timeout", type=float, default=defaults.timeout_s, help="seconds a socket may stay idle")
+    srv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $LATENTCODEC_TOKEN)")
     srv.set_defaults(run=cmd_serve)
     return parser
 

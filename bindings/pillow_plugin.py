@@ -1,7 +1,8 @@
 """Pillow plugin: ``Image.open("x.lcz")`` decodes and ``image.save("x.lcz", quality=50)`` encodes.
 
 Registered when :mod:`latentcodec` is imported. Save keywords are :class:`EncodeOptions` fields plus ``model``.
-Opening reads only the header; the codec (and torch) load when pixels are first needed.
+Opening reads only the header, and refuses streams past Pillow's ``Image.MAX_IMAGE_PIXELS`` as Pillow refuses
+other bombs; the codec (and torch) load when pixels are first needed.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class LczImageFile(ImageFile.ImageFile):
             details = info(data)
         except LatentCodecError as exc:
             raise SyntaxError(f"not a valid latentcodec stream: {exc}") from exc
+        for size in ((details.width, details.height), (details.coded_width, details.coded_height)):
+            Image._decompression_bomb_check(size)  # Pillow's own rule: warn past MAX_IMAGE_PIXELS, refuse past 2x
         self._stream = data
         self._mode = details.color
         self._size = (details.width, details.height)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from PIL import Image
 
 from latentcodec.engine import bitstream
 from latentcodec.engine.codec import Codec
-from latentcodec.engine.errors import LatentCodecError
-from latentcodec.engine.images import ImageInput
+from latentcodec.engine.errors import LatentCodecError, ModelError
 from latentcodec.engine.info import StreamInfo, info
+from latentcodec.engine.intake import ImageInput
 from latentcodec.engine.models import DEFAULT_MODEL, get_spec
 from latentcodec.engine.pipeline import Progress
 from latentcodec.engine.results import Result
@@ -40,29 +40,42 @@ def encode_batch(images: Sequence[ImageInput], *, model: str = DEFAULT_MODEL, **
     return codec_for(model).encode_batch(images, **options)
 
 
-def decode(data: bytes, *, denoise: bool = True) -> Image.Image:
+def decode(
+    data: bytes, *, denoise: bool = True, max_pixels: int | None = None, models: Collection[str] | None = None
+) -> Image.Image:
     """Decode latentcodec bytes with the model that made them (and the denoiser it names, unless ``denoise``
-    is False)."""
-    return decode_batch([data], denoise=denoise)[0].unwrap()
+    is False). For untrusted bytes, ``max_pixels`` bounds the work and ``models`` the autoencoders a stream
+    may ask for (default: any registered one whose weights are on this machine; nothing is ever downloaded
+    unless its source is named or ``LATENTCODEC_DOWNLOAD=1``)."""
+    return decode_batch([data], denoise=denoise, max_pixels=max_pixels, models=models)[0].unwrap()
 
 
 def decode_batch(
-    streams: Sequence[bytes], *, progress: Progress | None = None, denoise: bool = True
+    streams: Sequence[bytes],
+    *,
+    progress: Progress | None = None,
+    denoise: bool = True,
+    max_pixels: int | None = None,
+    models: Collection[str] | None = None,
 ) -> list[Result[Image.Image]]:
-    """Decode many streams (of any models); one :class:`Result` per stream."""
+    """Decode many streams (of any models, or of ``models``); one :class:`Result` per stream."""
     results: list[Result[Image.Image] | None] = [None] * len(streams)
     by_model: dict[str, list[int]] = {}
     for index, data in enumerate(streams):
         try:
             model_id = bitstream.unpack(data).header.model_id
             get_spec(model_id)
+            if models is not None and model_id not in models:
+                raise ModelError(f"stream asks for model {model_id!r}; this decoder allows {sorted(models)}")
             by_model.setdefault(model_id, []).append(index)
         except LatentCodecError as exc:
             results[index] = Result(error=exc)
             if progress:
                 progress(1)
     for model_id, members in by_model.items():
-        decoded = codec_for(model_id).decode_batch([streams[i] for i in members], progress=progress, denoise=denoise)
+        decoded = codec_for(model_id).decode_batch(
+            [streams[i] for i in members], progress=progress, denoise=denoise, max_pixels=max_pixels
+        )
         for index, result in zip(members, decoded, strict=True):
             results[index] = result
     return results  # type: ignore[return-value]

@@ -1,4 +1,4 @@
-"""The latentcodec container (``.lcz``), versions 1 and 2: a leaf that imports neither torch nor the models.
+"""The latentcodec container (``.lcz``), versions 1 to 3: a leaf that imports neither torch nor the models.
 
 All integers little-endian.
 
@@ -6,15 +6,19 @@ All integers little-endian.
 bytes   field
 ======  =========================================================================
 4       magic ``\\x89LCZ``
-1       version: 1, or 2 when a denoiser is named (writers pick the lowest that holds the stream)
-1       flags: bit 0 alpha plane present, bit 1 denoiser expected (version 2 only); others zero
+1       version: 1; 2 when a denoiser is named; 3 when the decoder is told the noise level (writers pick
+        the lowest version that holds the stream)
+1       flags: bit 0 alpha plane present, bit 1 denoiser expected (versions 2, 3), bit 2 decoder noise level
+        present (version 3 only); others zero
 1       colour kind of the decoded image (0 L, 1 LA, 2 RGB, 3 RGBA)
 1       coding mode (0 scalar8, 1 uniform, 2 palette)
 4+4     width, height of the decoded image
 4+4     coded width, height: the image size the encoder saw (before padding)
 1+n     model id (ASCII, n <= 64)
 8       model fingerprint (hash of the weights)
-        version 2, when bit 1 is set: the denoiser the encoder expects before the decoder
+        version 3, when bit 2 is set:
+2         noise level the decoder is conditioned on: RMS quantization error per latent (float16)
+        versions 2 and 3, when bit 1 is set: the denoiser the encoder expects before the decoder
 1+n       denoiser id (ASCII, n <= 64)
 8         denoiser fingerprint
 2         noise level: RMS quantization error per latent (float16), the denoiser's conditioning
@@ -24,7 +28,8 @@ bytes   field
 4       CRC-32 of every byte before it
 ======  =========================================================================
 
-Readers accept both versions; a version-1 stream never names a denoiser. The latent grid is
+Readers accept every version; a version-1 stream never names a denoiser, and only version 3 carries the
+decoder's noise level (for models whose decoder takes it, such as ``taef2-q``). The latent grid is
 ``ceil(coded / downsample)`` of the model; the decoder crops the decoded image to the
 coded size and resizes it to the decoded size when the two differ.
 """
@@ -46,11 +51,12 @@ from latentcodec.engine.errors import (
 from latentcodec.engine.format import FINGERPRINT_BYTES, MAX_ID, CodingMode, ColorKind, size_supported
 
 MAGIC = b"\x89LCZ"
-VERSION = 2  # the newest version this module reads and writes
-VERSIONS = (1, 2)
+VERSION = 3  # the newest version this module reads and writes
+VERSIONS = (1, 2, 3)
 FLAG_ALPHA = 1
 FLAG_DENOISE = 2
-_KNOWN_FLAGS = FLAG_ALPHA | FLAG_DENOISE
+FLAG_NOISE = 4
+_KNOWN_FLAGS = FLAG_ALPHA | FLAG_DENOISE | FLAG_NOISE
 
 _FIXED = struct.Struct("<4sBBBBIIII")
 _U8 = struct.Struct("<B")
@@ -81,15 +87,17 @@ class Header:
     fingerprint: bytes
     has_alpha: bool = False
     denoiser: DenoiserRef | None = None
+    noise_level: float | None = None  # what a conditioned decoder is told (version 3)
 
     @property
     def flags(self) -> int:
-        return (FLAG_ALPHA if self.has_alpha else 0) | (FLAG_DENOISE if self.denoiser else 0)
+        noise = FLAG_NOISE if self.noise_level is not None else 0
+        return (FLAG_ALPHA if self.has_alpha else 0) | (FLAG_DENOISE if self.denoiser else 0) | noise
 
     @property
     def version(self) -> int:
         """The lowest version that holds this header."""
-        return 2 if self.denoiser else 1
+        return 3 if self.noise_level is not None else 2 if self.denoiser else 1
 
     @property
     def denoise(self) -> bool:
@@ -129,6 +137,8 @@ def pack(stream: Stream) -> bytes:
         _FIXED.pack(MAGIC, h.version, h.flags, h.kind, h.mode, h.width, h.height, h.coded_width, h.coded_height),
         *_identity(h.model_id, h.fingerprint),
     ]
+    if h.noise_level is not None:
+        parts.append(_F16.pack(h.noise_level))
     if h.denoiser:
         parts += [*_identity(h.denoiser.denoiser_id, h.denoiser.fingerprint), _F16.pack(h.denoiser.noise_level)]
     for section in (stream.params, stream.latents, stream.alpha):
@@ -190,7 +200,7 @@ def unpack(data: bytes) -> Stream:
         raise ChecksumError("checksum mismatch: the stream is corrupt or truncated")
     reader = _Reader(body, len(body))
     _, version, flags, kind, mode, width, height, coded_w, coded_h = reader.unpack(_FIXED)
-    if flags & ~_KNOWN_FLAGS or (version == 1 and flags & FLAG_DENOISE):
+    if flags & ~_KNOWN_FLAGS or (version == 1 and flags & FLAG_DENOISE) or bool(flags & FLAG_NOISE) != (version == 3):
         raise CorruptStreamError(f"unknown flags {flags:#x} for version {version}")
     try:
         kind, mode = ColorKind(kind), CodingMode(mode)
@@ -199,14 +209,14 @@ def unpack(data: bytes) -> Stream:
     _check_size(width, height, "image size")
     _check_size(coded_w, coded_h, "coded size")
     model_id, fingerprint = _read_identity(reader, "model")
+    decoder_noise = _read_level(reader, "decoder noise level") if flags & FLAG_NOISE else None
     denoiser = None
     if flags & FLAG_DENOISE:
         denoiser_id, denoiser_fingerprint = _read_identity(reader, "denoiser")
-        (noise_level,) = reader.unpack(_F16)
-        if not (math.isfinite(noise_level) and noise_level >= 0) or not denoiser_id:
-            raise CorruptStreamError(f"bad denoiser entry {denoiser_id!r} at noise level {noise_level}")
-        denoiser = DenoiserRef(denoiser_id, denoiser_fingerprint, noise_level)
-    elif version != 1:
+        if not denoiser_id:
+            raise CorruptStreamError("empty denoiser id")
+        denoiser = DenoiserRef(denoiser_id, denoiser_fingerprint, _read_level(reader, "denoiser entry: noise level"))
+    elif version == 2:
         raise CorruptStreamError(f"a version {version} stream without a denoiser (writers use version 1)")
     params, latents, alpha = reader.section(), reader.section(), reader.section()
     if reader.pos != len(body):
@@ -214,8 +224,17 @@ def unpack(data: bytes) -> Stream:
     if bool(flags & FLAG_ALPHA) != bool(alpha) or bool(flags & FLAG_ALPHA) != kind.has_alpha:
         raise CorruptStreamError("alpha flag, colour kind and alpha section disagree")
     has_alpha = bool(flags & FLAG_ALPHA)
-    header = Header(kind, mode, width, height, coded_w, coded_h, model_id, fingerprint, has_alpha, denoiser)
+    header = Header(
+        kind, mode, width, height, coded_w, coded_h, model_id, fingerprint, has_alpha, denoiser, decoder_noise
+    )
     return Stream(header, params, latents, alpha)
+
+
+def _read_level(reader: _Reader, what: str) -> float:
+    (level,) = reader.unpack(_F16)
+    if not (math.isfinite(level) and level >= 0):
+        raise CorruptStreamError(f"bad {what} {level}")
+    return level
 
 
 def _read_identity(reader: _Reader, what: str) -> tuple[str, bytes]:

@@ -9,7 +9,7 @@ from PIL import Image
 
 from latentcodec.engine.decoder import DecodedImage, Decoder
 from latentcodec.engine.encoder import Encoder
-from latentcodec.engine.images import ImageInput, prepare, prepare_tensor
+from latentcodec.engine.intake import ImageInput, prepare, prepare_tensor
 from latentcodec.engine.models import DEFAULT_MODEL
 from latentcodec.engine.options import EncodeOptions
 from latentcodec.engine.pipeline import BatchPipeline, Outcomes, Progress
@@ -130,19 +130,26 @@ class Codec:
 
     # ----------------------------------------------------------------------------------------- decoding
 
-    def decode(self, data: bytes, *, denoise: bool = True) -> Image.Image:
+    def decode(self, data: bytes, *, denoise: bool = True, max_pixels: int | None = None) -> Image.Image:
         """Decode one stream to a Pillow image (L, LA, RGB or RGBA as recorded).
 
         ``denoise=False`` skips the denoiser the stream asks for (faster, and needs no denoiser weights).
+        ``max_pixels`` refuses (LimitError) streams that declare more pixels, before any work: set it for
+        untrusted streams (the format allows 16.7 Mpixel).
         """
-        return self.decode_batch([data], denoise=denoise)[0].unwrap()
+        return self.decode_batch([data], denoise=denoise, max_pixels=max_pixels)[0].unwrap()
 
     def decode_batch(
-        self, streams: Sequence[bytes], *, progress: Progress | None = None, denoise: bool = True
+        self,
+        streams: Sequence[bytes],
+        *,
+        progress: Progress | None = None,
+        denoise: bool = True,
+        max_pixels: int | None = None,
     ) -> list[Result[Image.Image]]:
         """Decode many streams; one :class:`Result` per stream."""
         outcomes: Outcomes[Image.Image] = Outcomes(len(streams), progress)
-        self.decoder.decode(streams, outcomes, to_pil=True, denoise=denoise)
+        self.decoder.decode(streams, outcomes, to_pil=True, denoise=denoise, max_pixels=max_pixels)
         return outcomes.results()
 
     def decode_tensors(self, streams: Sequence[bytes], *, denoise: bool = True) -> list[torch.Tensor]:

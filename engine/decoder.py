@@ -16,7 +16,7 @@ from latentcodec.engine import bitstream, entropy
 from latentcodec.engine.batching import batches_by_key
 from latentcodec.engine.bitstream import Header
 from latentcodec.engine.coders import Layout, planes_tensor
-from latentcodec.engine.errors import ModelMismatchError
+from latentcodec.engine.errors import LimitError, ModelMismatchError
 from latentcodec.engine.format import ColorKind
 from latentcodec.engine.images import finish
 from latentcodec.engine.pipeline import BatchPipeline, Outcomes
@@ -52,10 +52,19 @@ class Decoder:
     def __init__(self, session: ModelSession, pipeline: BatchPipeline) -> None:
         self.session, self.pipeline = session, pipeline
 
-    def decode(self, streams: Sequence[bytes], outcomes: Outcomes, *, to_pil: bool, denoise: bool) -> None:
-        """Settle one result per stream: a Pillow image (``to_pil``) or a :class:`DecodedImage`."""
+    def decode(
+        self,
+        streams: Sequence[bytes],
+        outcomes: Outcomes,
+        *,
+        to_pil: bool,
+        denoise: bool,
+        max_pixels: int | None = None,
+    ) -> None:
+        """Settle one result per stream: a Pillow image (``to_pil``) or a :class:`DecodedImage`. A stream whose
+        header declares more than ``max_pixels`` pixels (decoded or coded) fails before any allocation."""
         session = self.session
-        jobs = self.pipeline.on_host(lambda data: self._job(data, denoise), streams, outcomes)
+        jobs = self.pipeline.on_host(lambda data: self._job(data, denoise, max_pixels), streams, outcomes)
 
         def on_device(members: list[int]) -> list[Result[Future]]:
             job = jobs[members[0]]
@@ -65,7 +74,9 @@ class Decoder:
             coder = session.coder(job.header.mode)
             latents = coder.decode(params, planes, shape, Layout(session.dtype, session.memory_format))
             if job.denoiser is None:
-                decoded = session.decoder_pass(latents)
+                levels = [jobs[i].header.noise_level or 0.0 for i in members]
+                conditioning = (torch.tensor(levels, dtype=session.dtype),) if session.spec.conditioned else ()
+                decoded = session.decoder_pass(latents, *conditioning)
             else:
                 levels = [jobs[i].header.denoiser.noise_level for i in members]  # type: ignore[union-attr]
                 sigma = torch.tensor(levels, dtype=session.dtype)
@@ -88,9 +99,12 @@ class Decoder:
         self.decode(streams, outcomes, to_pil=False, denoise=denoise)
         return [r.unwrap().rgb for r in outcomes.results()]
 
-    def _job(self, data: bytes, denoise: bool) -> _DecodeJob:
+    def _job(self, data: bytes, denoise: bool, max_pixels: int | None) -> _DecodeJob:
         stream = bitstream.unpack(data)
         header = stream.header
+        pixels = max(header.width * header.height, header.coded_width * header.coded_height)
+        if max_pixels is not None and pixels > max_pixels:
+            raise LimitError(f"stream declares {pixels} pixels, over the limit of {max_pixels}")
         self.check_model(header)
         spec = self.session.spec
         denoiser = self._denoiser_pass(header) if denoise and header.denoiser else None

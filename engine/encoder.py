@@ -16,7 +16,8 @@ from latentcodec.engine.bitstream import DenoiserRef, Header, Stream
 from latentcodec.engine.coders import Coder
 from latentcodec.engine.decoder import Decoder
 from latentcodec.engine.format import ColorKind
-from latentcodec.engine.images import PreparedImage, pad_to_multiple
+from latentcodec.engine.images import pad_to_multiple
+from latentcodec.engine.intake import PreparedImage
 from latentcodec.engine.options import EncodeOptions
 from latentcodec.engine.pipeline import BatchPipeline, Outcomes, isolated
 from latentcodec.engine.plan import EncodePlan, plan_encode
@@ -99,7 +100,7 @@ class Encoder:
         decoder = self.session.float32_model()
         denoiser_id = plan.refinement_denoiser
         if denoiser_id is None:
-            decode = lambda quantized, _noise: decoder.decode(quantized)  # noqa: E731
+            decode = decoder.decode  # (quantized, noise): a conditioned decoder is told the noise level
         else:
             loaded = self.session.denoiser(denoiser_id, torch.float32)
             fraction = plan.noise_fraction  # of the noise level, as the stream will record it
@@ -140,6 +141,7 @@ class Encoder:
             fingerprint=model.fingerprint,
             has_alpha=job.alpha is not None,
             denoiser=denoiser,
+            noise_level=float(noise.get()[row]) if model.spec.conditioned else None,
         )
         level = plan.options.level
         alpha = entropy.compress(job.alpha.tobytes(), level) if job.alpha is not None else b""

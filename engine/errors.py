@@ -9,6 +9,10 @@ class InvalidImageError(LatentCodecError, ValueError):
     """The input is not an image the codec can encode (wrong type, shape, size or data)."""
 
 
+class InvalidInputError(LatentCodecError, ValueError):
+    """An input cannot be read at all (a missing or unreadable file)."""
+
+
 class CorruptStreamError(LatentCodecError, ValueError):
     """The bytes are not a valid latentcodec stream."""
 
@@ -54,3 +58,11 @@ class ModelMismatchError(ModelError):
 
 class EngineError(LatentCodecError, RuntimeError):
     """A model pass or kernel failed for an item (for example out of memory)."""
+
+
+class LimitError(LatentCodecError, ValueError):
+    """A request is over a limit its caller set (pixels of a stream, cost of options)."""
+
+
+class BusyError(EngineError):
+    """The engine holds as many requests as it may; try again later (HTTP 503)."""

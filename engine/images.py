@@ -1,133 +1,25 @@
-"""Image intake and output: any Pillow image, path, bytes or array <-> float RGB tensors plus alpha."""
+"""Image output and measurement: decoded tensors -> Pillow images, padding, PSNR, and image folders.
+
+(Intake, the hostile boundary, is :mod:`~latentcodec.engine.intake`.)"""
 
 from __future__ import annotations
 
-import io
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from latentcodec.engine.errors import InvalidImageError
-from latentcodec.engine.format import MAX_PIXELS, MAX_SIDE, ColorKind, size_supported
+from latentcodec.engine.format import ColorKind
 
-ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"})
 
 
 def image_files(folder: str | os.PathLike) -> list[Path]:
     """The image files of a folder (by suffix), sorted by name."""
     return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-@dataclass
-class PreparedImage:
-    """An image ready for the encoder: RGB ``[3, H, W]`` uint8, alpha ``[H, W]`` uint8 or None."""
-
-    rgb: torch.Tensor
-    alpha: np.ndarray | None
-    kind: ColorKind
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height)"""
-        return self.rgb.shape[2], self.rgb.shape[1]
-
-
-def open_image(source: ImageInput) -> Image.Image:
-    """A loaded Pillow image from a path, encoded bytes, an array or an image; orientation applied."""
-    if isinstance(source, Image.Image):
-        return source
-    if isinstance(source, np.ndarray):
-        return _from_array(source)
-    try:
-        if isinstance(source, (bytes, bytearray, memoryview)):
-            image = Image.open(io.BytesIO(bytes(source)))
-        elif isinstance(source, (str, os.PathLike)):
-            image = Image.open(source)
-        else:
-            raise InvalidImageError(f"cannot read an image from {type(source).__name__}")
-        image.load()
-        return ImageOps.exif_transpose(image)
-    except FileNotFoundError as exc:
-        raise InvalidImageError(f"no such file: {source}") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise InvalidImageError(f"not a readable image: {exc}") from exc
-
-
-def _from_array(array: np.ndarray) -> Image.Image:
-    if array.dtype != np.uint8:
-        if not np.issubdtype(array.dtype, np.floating):
-            raise InvalidImageError(f"arrays must be uint8 or float in [0, 1], not {array.dtype}")
-        if not np.isfinite(array).all():
-            raise InvalidImageError("array holds NaN or infinite values")
-        array = np.round(np.clip(array, 0.0, 1.0) * 255).astype(np.uint8)
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (2, 3, 4))):
-        raise InvalidImageError(f"arrays must be HxW, HxWx1, HxWx2, HxWx3 or HxWx4, not {array.shape}")
-    return Image.fromarray(np.ascontiguousarray(array))  # L, LA, RGB or RGBA by shape
-
-
-def _high_depth_to_l(image: Image.Image) -> Image.Image:
-    array = np.asarray(image, dtype=np.float64)
-    if image.mode != "F" and array.max(initial=0) > 255:
-        array = array / 257.0
-    return Image.fromarray(np.clip(np.round(array), 0, 255).astype(np.uint8))
-
-
-def _normalise(image: Image.Image, keep_alpha: bool) -> tuple[Image.Image, ColorKind]:
-    mode = image.mode
-    if mode.startswith("I") or mode == "F":
-        image, mode = _high_depth_to_l(image), "L"
-    if mode == "P":
-        mode = "RGBA" if "transparency" in image.info else "RGB"
-        image = image.convert(mode)
-    grey = mode in ("1", "L", "LA", "La")
-    has_alpha = mode in ("LA", "La", "PA", "RGBA", "RGBa") or "A" in mode
-    kind = {
-        (True, True): ColorKind.LA,
-        (True, False): ColorKind.L,
-        (False, True): ColorKind.RGBA,
-        (False, False): ColorKind.RGB,
-    }[(grey, has_alpha and keep_alpha)]
-    return image.convert("RGBA" if has_alpha else "RGB"), kind
-
-
-def prepare(source: ImageInput, keep_alpha: bool = True) -> PreparedImage:
-    """Load and convert an image for encoding; raises InvalidImageError for anything unusable."""
-    image = open_image(source)
-    width, height = image.size
-    if not size_supported(width, height):
-        raise InvalidImageError(
-            f"image size {width}x{height} outside the supported range (sides 1..{MAX_SIDE}, {MAX_PIXELS} pixels)"
-        )
-    try:
-        image, kind = _normalise(image, keep_alpha)
-        array = np.asarray(image)
-    except (OSError, ValueError) as exc:
-        raise InvalidImageError(f"cannot convert image of mode {image.mode}: {exc}") from exc
-    alpha = np.ascontiguousarray(array[:, :, 3]) if kind.has_alpha else None
-    rgb = torch.from_numpy(np.array(array[:, :, :3].transpose(2, 0, 1), order="C"))  # a writable copy
-    return PreparedImage(rgb, alpha, kind)
-
-
-def prepare_tensor(rgb: torch.Tensor) -> PreparedImage:
-    """An RGB tensor ``[3, H, W]`` (uint8, or float clamped to [0, 1]) checked for the encoder."""
-    if rgb.ndim != 3 or rgb.shape[0] != 3 or not (rgb.is_floating_point() or rgb.dtype == torch.uint8):
-        raise InvalidImageError(f"expected [3, H, W] float or uint8 tensors, got {tuple(rgb.shape)} {rgb.dtype}")
-    height, width = rgb.shape[1:]
-    if not size_supported(width, height):
-        raise InvalidImageError(f"image size {width}x{height} outside the supported range")
-    if rgb.is_floating_point():
-        if not torch.isfinite(rgb).all():
-            raise InvalidImageError("image tensor holds NaN or infinite values")
-        rgb = rgb.detach().float().clamp(0, 1)
-    return PreparedImage(rgb, None, ColorKind.RGB)
 
 
 def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:

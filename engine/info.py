@@ -23,6 +23,7 @@ class StreamInfo:
     alpha: bool
     denoiser: str | None
     noise_level: float | None
+    decoder_noise_level: float | None
     params_bytes: int
     latent_bytes: int
     alpha_bytes: int
@@ -50,6 +51,7 @@ def info(data: bytes) -> StreamInfo:
         alpha=h.has_alpha,
         denoiser=h.denoiser.denoiser_id if h.denoiser else None,
         noise_level=h.denoiser.noise_level if h.denoiser else None,
+        decoder_noise_level=h.noise_level,
         params_bytes=len(stream.params),
         latent_bytes=len(stream.latents),
         alpha_bytes=len(stream.alpha),

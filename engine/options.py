@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from numbers import Integral, Real
 from typing import Any
 
 from latentcodec.engine.entropy import DEFAULT_LEVEL
@@ -101,6 +102,7 @@ class EncodeOptions:
         object.__setattr__(self, "mode", CodingMode.parse(self.mode))
         if self.denoiser in ("none", ""):
             object.__setattr__(self, "denoiser", None)
+        self._check_types()
         self._check_ranges()
         self._check_mode_rules()
         self._check_denoiser()
@@ -122,6 +124,19 @@ class EncodeOptions:
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.names()}
+
+    def _check_types(self) -> None:
+        """Each value of the type its field declares (numbers as Python numbers); ValueError otherwise."""
+        for option in fields(self):
+            value, parse = getattr(self, option.name), option.metadata["parse"]
+            if (value is None and "None" in str(option.type)) or parse is CodingMode.parse:
+                continue
+            if parse in (int, float) and isinstance(value, Real) and not isinstance(value, bool):
+                if parse is int and not isinstance(value, Integral):
+                    raise ValueError(f"{option.name} must be a whole number, got {value!r}")
+                object.__setattr__(self, option.name, parse(value))
+            elif not isinstance(value, {parse_bool: bool, str: str}.get(parse, Real)):
+                raise ValueError(f"{option.name} must be {_TYPE_NAMES[parse]}, got {type(value).__name__} {value!r}")
 
     def _check_ranges(self) -> None:
         for name, lo, hi, open_below in _RANGES:
@@ -185,6 +200,7 @@ _RANGES = (
     ("target_psnr", 10, 60, False),
 )
 _LABELS = {"level": "zstd level", "palette_size": "palette size"}
+_TYPE_NAMES = {int: "a whole number", float: "a number", parse_bool: "True or False", str: "a string"}
 _FIELDS = {f.name: f for f in fields(EncodeOptions)}
 
 

@@ -19,16 +19,17 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from latentcodec.engine.codec import Codec
-from latentcodec.engine.errors import EngineError
-from latentcodec.engine.images import ImageInput
+from latentcodec.engine.errors import BusyError, EngineError
+from latentcodec.engine.intake import ImageInput
 from latentcodec.engine.options import EncodeOptions
+from latentcodec.engine.pipeline import as_error
 
 
 @dataclass
 class _Request:
     kind: str  # "encode" or "decode"
     item: object
-    options: EncodeOptions | bool  # encode: the validated options; decode: whether to denoise
+    options: EncodeOptions | tuple[bool, int | None]  # encode: the validated options; decode: (denoise, max_pixels)
     future: Future = field(default_factory=Future)
 
 
@@ -38,16 +39,22 @@ _CLOSE = object()
 class RequestQueue:
     """Batches single encode/decode requests for a :class:`Codec`.
 
-    ``max_batch`` defaults to the codec's batch size. Use as a context manager, or call :meth:`close`.
+    ``max_batch`` defaults to the codec's batch size. At most ``max_pending`` requests wait or run at once; past
+    that, submitting raises :class:`BusyError`. Whatever a batch raises ends as the error of that batch's
+    futures: the worker outlives every request (:attr:`alive` says whether it runs). Use as a context manager,
+    or call :meth:`close`.
     """
 
-    def __init__(self, codec: Codec, *, max_batch: int | None = None, max_latency_ms: float = 5.0) -> None:
+    def __init__(
+        self, codec: Codec, *, max_batch: int | None = None, max_latency_ms: float = 5.0, max_pending: int = 1024
+    ) -> None:
         if max_latency_ms < 0:
             raise ValueError(f"max_latency_ms must be >= 0, got {max_latency_ms}")
         self.codec = codec
         self.max_batch = max(1, max_batch or codec.batch_size)
         self.max_latency = max_latency_ms / 1000
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._slots = threading.BoundedSemaphore(max(1, max_pending))
         self._closed = False
         self._worker = threading.Thread(target=self._serve, name="latentcodec-queue", daemon=True)
         self._worker.start()
@@ -55,22 +62,32 @@ class RequestQueue:
     def encode(self, image: ImageInput, *, options: EncodeOptions | None = None, **overrides) -> Future[bytes]:
         """Queue an image; the future resolves to its stream or raises its error. Requests with equal options
         share batches."""
-        validated = EncodeOptions.resolve(options, overrides)  # bad options fail here, in the caller's thread
+        validated = EncodeOptions.resolve(options, overrides)  # bad options fail here, in the caller's thread,
+        self.codec.encoder.plan(validated)  # and so does a denoiser of another latent space
         return self._submit(_Request("encode", image, validated))
 
-    def decode(self, data: bytes, *, denoise: bool = True) -> Future[Image.Image]:
-        """Queue a stream; the future resolves to the decoded Pillow image or raises its error."""
-        return self._submit(_Request("decode", data, bool(denoise)))
+    def decode(self, data: bytes, *, denoise: bool = True, max_pixels: int | None = None) -> Future[Image.Image]:
+        """Queue a stream; the future resolves to the decoded Pillow image or raises its error (streams declaring
+        more than ``max_pixels`` pixels fail before any work)."""
+        return self._submit(_Request("decode", data, (bool(denoise), max_pixels)))
 
     async def encode_async(self, image: ImageInput, *, options: EncodeOptions | None = None, **overrides) -> bytes:
         return await asyncio.wrap_future(self.encode(image, options=options, **overrides))
 
-    async def decode_async(self, data: bytes, *, denoise: bool = True) -> Image.Image:
-        return await asyncio.wrap_future(self.decode(data, denoise=denoise))
+    async def decode_async(self, data: bytes, *, denoise: bool = True, max_pixels: int | None = None) -> Image.Image:
+        return await asyncio.wrap_future(self.decode(data, denoise=denoise, max_pixels=max_pixels))
+
+    @property
+    def alive(self) -> bool:
+        """Whether the worker is serving requests."""
+        return not self._closed and self._worker.is_alive()
 
     def _submit(self, request: _Request) -> Future:
-        if self._closed:
+        if not self.alive:
             raise EngineError("the request queue is closed")
+        if not self._slots.acquire(blocking=False):
+            raise BusyError("too many requests in flight; try again later")
+        request.future.add_done_callback(lambda _future: self._slots.release())
         self._requests.put(request)
         return request.future
 
@@ -116,18 +133,24 @@ class RequestQueue:
         for request in batch:
             groups[request.kind, request.options].append(request)
         for (kind, options), requests in groups.items():
-            items = [r.item for r in requests]
             try:
-                if kind == "encode":
-                    results = self.codec.encode_batch(items, options=options)
-                else:
-                    results = self.codec.decode_batch(items, denoise=options)
-            except Exception as exc:  # an engine failure surfaces in every waiting future
-                results = None
+                self._answer(kind, options, requests)
+            except Exception as exc:  # whatever the batch raised ends as its requests' error, never the worker's
                 for request in requests:
-                    request.future.set_exception(exc)
-            for request, result in zip(requests, results or (), strict=True):
-                if result.ok:
-                    request.future.set_result(result.value)
-                else:
-                    request.future.set_exception(result.error)
+                    if not request.future.done():
+                        request.future.set_exception(as_error(exc))
+
+    def _answer(self, kind: str, options, requests: list[_Request]) -> None:
+        items = [r.item for r in requests]
+        if kind == "encode":
+            results = self.codec.encode_batch(items, options=options)
+        else:
+            denoise, max_pixels = options
+            results = self.codec.decode_batch(items, denoise=denoise, max_pixels=max_pixels)
+        for request, result in zip(requests, results, strict=True):
+            if request.future.done():  # cancelled by its caller
+                continue
+            if result.ok:
+                request.future.set_result(result.value)
+            else:
+                request.future.set_exception(result.error)

@@ -15,7 +15,7 @@ from typing import Generic, Protocol, TypeVar
 
 import torch
 
-from latentcodec.engine.errors import UnknownModelError
+from latentcodec.engine.errors import ModelError, UnknownModelError
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Registry(Generic[E, T]):
     def __init__(self, kind: str, entries: dict[str, E] | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, E] = dict(entries or {})
-        self._loaded: dict[tuple, T] = {}
+        self._loaded: dict[tuple, T | ModelError] = {}
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
@@ -67,15 +67,22 @@ class Registry(Generic[E, T]):
 
     def load(self, name: str, build: Callable[[E, str | None], T], placement: Placement, source: str | None) -> T:
         """``build(entry, source)`` for ``name`` at ``placement``, once per source and placement. ``source``
-        defaults to the entry's environment variable (when set)."""
+        defaults to the entry's environment variable (when set). A network that cannot be loaded (ModelError)
+        stays unloadable for this process: asking again raises the same error at once."""
         entry = self[name]
         if source is None and entry.source_env:
             source = os.environ.get(entry.source_env)
         key = (name, source, *placement.key())
         with self._lock:
             if key not in self._loaded:
-                self._loaded[key] = build(entry, source)
-            return self._loaded[key]
+                try:
+                    self._loaded[key] = build(entry, source)
+                except ModelError as exc:
+                    self._loaded[key] = exc
+            loaded = self._loaded[key]
+        if isinstance(loaded, ModelError):
+            raise loaded.with_traceback(None)  # the same error each time, without piling up tracebacks
+        return loaded
 
     def forget(self, name: str) -> None:
         """Drop every loaded copy of ``name``."""

@@ -22,7 +22,8 @@ import torch
 
 from latentcodec.engine import bitstream
 from latentcodec.engine.format import MAX_STEP
-from latentcodec.engine.images import PreparedImage, psnr, to_array
+from latentcodec.engine.images import psnr, to_array
+from latentcodec.engine.intake import PreparedImage
 from latentcodec.engine.pipeline import Outcomes
 from latentcodec.engine.plan import EncodePlan
 from latentcodec.engine.results import Result

@@ -77,8 +77,8 @@ class ModelSession:
 
     @cached_property
     def decoder_pass(self) -> PassRunner:
-        """Latents -> RGB images in [0, 1], on the device."""
-        return self._runner(lambda z: self.model.decode(z).clamp_(0, 1))
+        """Latents (and, for a conditioned decoder, noise levels ``[B]``) -> RGB images in [0, 1], on the device."""
+        return self._runner(lambda z, *sigma: self.model.decode(z, *sigma).clamp_(0, 1))
 
     def denoiser(self, denoiser_id: str, dtype: torch.dtype | None = None) -> LoadedDenoiser:
         """A denoiser on this device, in the session's dtype unless told (loaded on first use, cached)."""

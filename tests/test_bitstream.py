@@ -18,8 +18,7 @@ from latentcodec.engine.errors import (
     TruncatedStreamError,
     UnsupportedVersionError,
 )
-from latentcodec.engine.format import CodingMode
-from latentcodec.engine.images import ColorKind
+from latentcodec.engine.format import CodingMode, ColorKind
 
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -60,7 +59,7 @@ def test_specific_errors():
     with pytest.raises(ChecksumError):
         bitstream.unpack(data[:-1] + bytes([data[-1] ^ 1]))
     with pytest.raises(UnsupportedVersionError):
-        bitstream.unpack(data[:4] + b"\x03" + data[5:])
+        bitstream.unpack(data[:4] + b"\x04" + data[5:])
     with pytest.raises(CorruptStreamError, match="outside the supported range"):
         huge = bitstream.pack(Stream(_header(width=70000, coded_width=70000), b"p", b"l"))
         bitstream.unpack(huge)
@@ -149,3 +148,17 @@ def test_version_and_denoise_flag_must_agree():
     nan = v2.replace(struct.pack("<e", 0.5), struct.pack("<e", float("nan")))
     with pytest.raises(CorruptStreamError, match="bad denoiser entry"):
         bitstream.unpack(_reseal(nan[:-4]))
+
+
+def test_version_3_carries_the_decoders_noise_level():
+    plain = bitstream.pack(Stream(_header(), b"p", b"l"))
+    conditioned = bitstream.pack(Stream(_header(noise_level=0.75), b"p", b"l"))
+    assert conditioned[4] == 3 and plain[4] == 1 and len(conditioned) == len(plain) + 2
+    assert bitstream.unpack(conditioned).header.noise_level == 0.75
+    assert bitstream.unpack(plain).header.noise_level is None
+    both = _header(noise_level=0.5, denoiser=bitstream.DenoiserRef("d", b"12345678", 0.25))
+    assert bitstream.unpack(bitstream.pack(Stream(both, b"p", b"l"))).header == both
+    with pytest.raises(CorruptStreamError, match="unknown flags"):  # a version 3 stream must carry the level
+        bitstream.unpack(_reseal(plain[:4] + b"\x03" + plain[5:-4]))
+    with pytest.raises(CorruptStreamError, match="unknown flags"):  # and only version 3 may
+        bitstream.unpack(_reseal(conditioned[:4] + b"\x02" + conditioned[5:-4]))

@@ -76,7 +76,8 @@ def test_many_files_into_a_folder_with_one_failure(tmp_path, crop_file, capsys):
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [
-        (["decode", "/no/such.lcz"], 2, "cannot read"),
+        (["decode", "/no/such.lcz"], 1, "cannot read"),  # a missing input is a failed item, as for encode
+        (["encode", "/no/such.png"], 1, "no such file"),
         (["encode", "X", "--quality", "500"], 2, "quality must be in"),
         (["info", __file__], 1, "bad magic"),
         (["--model", "nope", "encode", __file__], 1, "unknown model"),

@@ -13,7 +13,7 @@ from latentcodec.engine.denoise.base import Denoiser
 from latentcodec.engine.denoise.sd_unet import load_sd_unet
 from latentcodec.engine.models import weights
 from latentcodec.engine.models.autoencoder import state_fingerprint
-from latentcodec.engine.models.weights import WeightsFile
+from latentcodec.engine.models.weights import WeightsFile, downloads_allowed
 from latentcodec.engine.registry import Placement, Registry
 
 # made by training/denoiser.py; looked up like the autoencoders' weights ($LATENTCODEC_WEIGHTS, cache)
@@ -73,7 +73,7 @@ DENOISERS: Registry[DenoiserSpec, LoadedDenoiser] = Registry(
         "sd-unet": DenoiserSpec(
             "sd-unet",
             ("sd-vae", "taesd"),
-            lambda source: load_sd_unet(source or SD_SOURCE),
+            lambda source: load_sd_unet(source or SD_SOURCE, download=source is not None or downloads_allowed()),
             source_env="LATENTCODEC_SD_UNET",
             description="Stable Diffusion's UNet2DConditionModel, empty prompt, a few DDIM steps",
         ),

@@ -60,27 +60,29 @@ class SDUNetDenoiser(nn.Module):
 
 
 @functools.cache
-def empty_prompt_embedding(source: str) -> torch.Tensor:
+def empty_prompt_embedding(source: str, download: bool = False) -> torch.Tensor:
     """The text encoder's output for the empty prompt, ``[1, tokens, dim]``: computed once per source."""
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
-    encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder").eval()
+    local = not download
+    tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=local)
+    encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", local_files_only=local).eval()
     tokens = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
     with torch.no_grad():
         return encoder(tokens.input_ids)[0].float()
 
 
-def load_sd_unet(source: str | Path, steps: int = DEFAULT_STEPS) -> SDUNetDenoiser:
+def load_sd_unet(source: str | Path, steps: int = DEFAULT_STEPS, download: bool = False) -> SDUNetDenoiser:
     """The denoiser from a Stable Diffusion pipeline folder or hub id (``unet``, ``scheduler``, ``text_encoder``
-    and ``tokenizer`` subfolders), loaded as a user with the weights would with diffusers."""
+    and ``tokenizer`` subfolders), loaded as a user with the weights would with diffusers; without ``download``
+    only files already on this machine are read (no network)."""
     from diffusers import DDIMScheduler, UNet2DConditionModel
 
-    source = str(source)
+    source, local = str(source), not download
     try:
-        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet")
-        scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler")
-        prompt_embeds = empty_prompt_embedding(source)
+        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", local_files_only=local)
+        scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler", local_files_only=local)
+        prompt_embeds = empty_prompt_embedding(source, download)
     except ImportError as exc:
         raise ModelError(f"the sd-unet denoiser needs transformers (pip install 'latentcodec[sd]'): {exc}") from exc
     except (OSError, ValueError) as exc:

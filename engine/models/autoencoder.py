@@ -23,6 +23,7 @@ class ModelSpec:
     scaling_factor: float = 1.0  # latents = (raw - shift_factor) * scaling_factor
     shift_factor: float = 0.0
     description: str = ""
+    conditioned: bool = False  # the decoder takes each image's quantization noise level (streams record it)
 
 
 class LatentAutoencoder(nn.Module):
@@ -48,10 +49,15 @@ class LatentAutoencoder(nn.Module):
         raw = self.encoder(self._to_network_range(images))
         return (raw - self.spec.shift_factor) * self.spec.scaling_factor
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents -> images in [0, 1] (not clamped)."""
+    def decode(self, latents: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents -> images in [0, 1] (not clamped). A conditioned decoder is told each image's noise level
+        ``sigma`` ``[B]`` (zero, float latents, when not given); other decoders ignore it."""
         raw = latents / self.spec.scaling_factor + self.spec.shift_factor
-        return self._from_network_range(self.decoder(raw))
+        if not self.spec.conditioned:
+            return self._from_network_range(self.decoder(raw))
+        if sigma is None:
+            sigma = torch.zeros(latents.shape[0], device=latents.device)
+        return self._from_network_range(self.decoder(raw, sigma))
 
 
 def state_fingerprint(*state_dicts: Mapping[str, torch.Tensor]) -> bytes:

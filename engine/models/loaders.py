@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from latentcodec.engine.errors import ModelError
+from latentcodec.engine.errors import ModelError, WeightsMismatchError, WeightsNotFoundError
 from latentcodec.engine.models import weights as weights_lib
 from latentcodec.engine.models.autoencoder import LatentAutoencoder, ModelSpec, state_fingerprint
 from latentcodec.engine.models.tiny_autoencoder import tiny_decoder, tiny_encoder
@@ -25,6 +25,26 @@ def load_tiny(spec: ModelSpec, files: dict[str, weights_lib.WeightsFile], midblo
     encoder.load_state_dict({k: v.float() for k, v in states["encoder"].items()})
     decoder.load_state_dict({k: v.float() for k, v in states["decoder"].items()})
     return LatentAutoencoder(spec, encoder, decoder, state_fingerprint(states["encoder"], states["decoder"]))
+
+
+def load_tiny_conditioned(spec: ModelSpec, encoder_file: weights_lib.WeightsFile, decoder: Path, sha256: str):
+    """A TAESD-family encoder from its state-dict file, and a :class:`ConditionedTinyDecoder` from safetensors
+    that ship with the package (``decoder``, checked against ``sha256``)."""
+    from safetensors.torch import load_file
+
+    from latentcodec.engine.models.conditioned_decoder import ConditionedTinyDecoder
+
+    encoder_state = torch.load(weights_lib.resolve(encoder_file), map_location="cpu", weights_only=True)
+    if not decoder.is_file():
+        raise WeightsNotFoundError(f"the {spec.model_id!r} decoder weights {decoder} are missing from the package")
+    if (actual := weights_lib.file_sha256(decoder)) != sha256:
+        raise WeightsMismatchError(f"{decoder} has sha256 {actual}, expected {sha256}")
+    decoder_state = load_file(str(decoder))
+    encoder = tiny_encoder(spec.latent_channels, midblock=True)
+    encoder.load_state_dict({k: v.float() for k, v in encoder_state.items()})
+    conditioned = ConditionedTinyDecoder(spec.latent_channels)
+    conditioned.load_state_dict({k: v.float() for k, v in decoder_state.items()})
+    return LatentAutoencoder(spec, encoder, conditioned, state_fingerprint(encoder_state, decoder_state))
 
 
 class _KLEncoder(nn.Module):
@@ -46,16 +66,17 @@ class _Decoder(_KLEncoder):
         return self.vae.decode(latents).sample
 
 
-def load_diffusers(spec: ModelSpec, source: str | Path, kind: str, subfolder: str | None = None) -> LatentAutoencoder:
+def load_diffusers(spec: ModelSpec, source: str | Path, kind: str, download: bool = False) -> LatentAutoencoder:
     """A diffusers ``AutoencoderKL`` (``kind="kl"``) or ``AutoencoderTiny`` (``kind="tiny"``).
 
-    ``source`` is a hub id or a local folder, passed to ``from_pretrained`` as a user with the weights would.
+    ``source`` is a hub id or a local folder, passed to ``from_pretrained`` as a user with the weights would;
+    without ``download`` only files already on this machine are read (no network).
     """
     from diffusers import AutoencoderKL, AutoencoderTiny
 
     cls = AutoencoderKL if kind == "kl" else AutoencoderTiny
     try:
-        vae = cls.from_pretrained(str(source), subfolder=subfolder)
+        vae = cls.from_pretrained(str(source), local_files_only=not download)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load {spec.model_id!r} from {source!s}: {exc}") from exc
     return wrap_diffusers(spec, vae)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from latentcodec.engine.format import DEFAULT_MODEL
 from latentcodec.engine.models.autoencoder import LatentAutoencoder, ModelSpec
-from latentcodec.engine.models.loaders import load_diffusers, load_tiny
-from latentcodec.engine.models.weights import WeightsFile
+from latentcodec.engine.models.loaders import load_diffusers, load_tiny, load_tiny_conditioned
+from latentcodec.engine.models.weights import WeightsFile, downloads_allowed
 from latentcodec.engine.registry import Placement, Registry
 
-DEFAULT_MODEL = "taef2"
 _TAESD_REPO = "https://github.com/madebyollin/taesd/raw/main"
 
 TAEF2_FILES = {
@@ -30,6 +31,10 @@ TAEF2_FILES = {
     ),
 }
 
+# made by training/decoder.py (`latentcodec-lab train-decoder`); small, ours, so it ships inside the package
+TAEF2Q_DECODER = Path(__file__).with_name("bundled") / "taef2q_decoder.safetensors"
+TAEF2Q_DECODER_SHA256 = "150c8f3d2ceaaddb0d4871195e6b99e5a02c2ac68b7eab9aa19045dfa1c79235"
+
 Loader = Callable[[ModelSpec, str | None], LatentAutoencoder]  # (spec, source override) -> model
 
 
@@ -41,7 +46,11 @@ class RegisteredModel:
 
 
 def _diffusers_loader(kind: str, default_source: str) -> Loader:
-    return lambda spec, source: load_diffusers(spec, source or default_source, kind)
+    """Loads ``default_source`` unless told otherwise; the hub is asked only for a source the caller named
+    (argument or environment variable) or with ``LATENTCODEC_DOWNLOAD=1``."""
+    return lambda spec, source: load_diffusers(
+        spec, source or default_source, kind, download=source is not None or downloads_allowed()
+    )
 
 
 MODELS: Registry[RegisteredModel, LatentAutoencoder] = Registry(
@@ -50,6 +59,19 @@ MODELS: Registry[RegisteredModel, LatentAutoencoder] = Registry(
         "taef2": RegisteredModel(
             ModelSpec("taef2", 32, 8, (0.0, 1.0), description="Tiny autoencoder for the FLUX.2 latent space"),
             lambda spec, _source: load_tiny(spec, TAEF2_FILES, midblock=True),
+        ),
+        "taef2-q": RegisteredModel(
+            ModelSpec(
+                "taef2-q",
+                32,
+                8,
+                (0.0, 1.0),
+                description="TAEF2 with its decoder fine-tuned for quantized latents, told their noise level",
+                conditioned=True,
+            ),
+            lambda spec, _source: load_tiny_conditioned(
+                spec, TAEF2_FILES["encoder"], TAEF2Q_DECODER, TAEF2Q_DECODER_SHA256
+            ),
         ),
         "sd-vae": RegisteredModel(
             ModelSpec("sd-vae", 4, 8, (-1.0, 1.0), scaling_factor=0.18215, description="Stable Diffusion 1.x/2.x VAE"),

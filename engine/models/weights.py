@@ -24,6 +24,12 @@ class WeightsFile:
     url: str
 
 
+def downloads_allowed() -> bool:
+    """Whether weights may be fetched from the network without a source the caller named
+    (``LATENTCODEC_DOWNLOAD=1``): streams never make the codec download anything otherwise."""
+    return os.environ.get(DOWNLOAD_ENV) == "1"
+
+
 def cache_dir() -> Path:
     """Where downloaded weights are kept (``$LATENTCODEC_CACHE`` or ``~/.cache/latentcodec``)."""
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "latentcodec")
@@ -62,7 +68,7 @@ def resolve(weights: WeightsFile) -> Path:
                 f"weights for {weights.model_id!r} not found (looked in {searched}); set {WEIGHTS_ENV} to a folder "
                 f"holding {weights.model_id}/{weights.filename} (they have no download address)"
             )
-        if os.environ.get(DOWNLOAD_ENV) != "1":
+        if not downloads_allowed():
             searched = ", ".join(str(p) for p in _candidates(weights))
             raise WeightsNotFoundError(
                 f"weights for model {weights.model_id!r} not found (looked in {searched}); set {WEIGHTS_ENV} "
