@@ -87,6 +87,7 @@ def test_a_full_queue_answers_busy(codec, monkeypatch):
 @pytest.mark.parametrize("model_id", ["taesd", "sd-vae"])
 def test_a_stream_naming_a_hub_model_fails_at_once_and_the_answer_is_cached(model_id):
     data = declared_stream(64, 64, model_id=model_id)
+    latentcodec.codec_for("taef2")  # the engine's modules loaded, as in a running service
     started = time.perf_counter()
     with pytest.raises(ModelError):
         latentcodec.decode(data)
@@ -94,7 +95,7 @@ def test_a_stream_naming_a_hub_model_fails_at_once_and_the_answer_is_cached(mode
     started = time.perf_counter()
     with pytest.raises(ModelError):
         latentcodec.decode(data)
-    assert first < 10 and time.perf_counter() - started < 0.1
+    assert first < 0.1 and time.perf_counter() - started < 0.1  # never waits on a network
     with pytest.raises(ModelError, match="allows"):
         latentcodec.decode(declared_stream(64, 64), models={"sd-vae"})
 
@@ -106,7 +107,7 @@ def test_a_stream_naming_the_sd_unet_denoiser_fails_at_once(codec):
         started = time.perf_counter()
         with pytest.raises(ModelError):
             codec.decode(data)
-        assert time.perf_counter() - started < 10
+        assert time.perf_counter() - started < 0.1
     assert codec.decode(data, denoise=False).size == (64, 64)
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from latentcodec.engine.errors import ModelError
+from latentcodec.engine.models.weights import require_local
 
 DEFAULT_STEPS = 4
 START_GRID = 25  # start timesteps are rounded to multiples of this, so streams of similar noise share a batch
@@ -76,9 +77,11 @@ def load_sd_unet(source: str | Path, steps: int = DEFAULT_STEPS, download: bool 
     """The denoiser from a Stable Diffusion pipeline folder or hub id (``unet``, ``scheduler``, ``text_encoder``
     and ``tokenizer`` subfolders), loaded as a user with the weights would with diffusers; without ``download``
     only files already on this machine are read (no network)."""
+    source, local = str(source), not download
+    if local:
+        require_local(source, "the sd-unet denoiser")
     from diffusers import DDIMScheduler, UNet2DConditionModel
 
-    source, local = str(source), not download
     try:
         unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", local_files_only=local)
         scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler", local_files_only=local)

@@ -72,6 +72,8 @@ def load_diffusers(spec: ModelSpec, source: str | Path, kind: str, download: boo
     ``source`` is a hub id or a local folder, passed to ``from_pretrained`` as a user with the weights would;
     without ``download`` only files already on this machine are read (no network).
     """
+    if not download:
+        weights_lib.require_local(str(source), f"model {spec.model_id!r}")
     from diffusers import AutoencoderKL, AutoencoderTiny
 
     cls = AutoencoderKL if kind == "kl" else AutoencoderTiny

@@ -30,6 +30,25 @@ def downloads_allowed() -> bool:
     return os.environ.get(DOWNLOAD_ENV) == "1"
 
 
+def on_this_machine(source: str) -> bool:
+    """Whether a diffusers source (a folder, or a hub id in the Hugging Face cache) is here already: checked
+    without importing diffusers, so a stream naming a model that is not installed fails in microseconds."""
+    if Path(source).is_dir():
+        return True
+    hub = (
+        os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME") or Path.home() / ".cache/huggingface") / "hub"
+    )
+    return (Path(hub) / f"models--{source.replace('/', '--')}").is_dir()
+
+
+def require_local(source: str, what: str) -> None:
+    """Raise WeightsNotFoundError unless ``source`` is on this machine (what may not be downloaded must be)."""
+    if not on_this_machine(source):
+        raise WeightsNotFoundError(
+            f"{what} is not on this machine ({source}); name its source or set {DOWNLOAD_ENV}=1 to fetch it"
+        )
+
+
 def cache_dir() -> Path:
     """Where downloaded weights are kept (``$LATENTCODEC_CACHE`` or ``~/.cache/latentcodec``)."""
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "latentcodec")
