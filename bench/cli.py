@@ -110,7 +110,12 @@ def cmd_rd(args: argparse.Namespace) -> int:
     table = rd.bd_table(curves)
     print(f"{len(images)} images from {folder}; mean over images per setting\n")
     for codec, curve in curves.items():
-        print(f"{codec}: " + "  ".join(f"{p['bpp']:.3f} bpp {p['psnr']:.2f} dB {p['ms_ssim']:.4f}" for p in curve))
+        print(
+            f"{codec}: "
+            + "  ".join(
+                f"{p['bpp']:.3f} bpp {p['psnr']:.2f} dB {p['ms_ssim']:.4f} {p['ssimulacra2']:.1f}" for p in curve
+            )
+        )
     misses = rd.rate_control_misses(points)
     if misses is not None:
         print(f"\nrate control: worst miss {100 * max(misses.values()):.1f}% of the target ({misses})")
@@ -163,6 +168,18 @@ def cmd_decoder_gain(args: argparse.Namespace) -> int:
     print(decoder_gain.format_table(summary))
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": summary, "records": [asdict(r) for r in records]}, indent=1))
+    return EXIT_OK
+
+
+def cmd_figure(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from latentcodec.bench import figure
+    from latentcodec.engine.codec import Codec
+
+    codecs = {model: Codec(model, device=args.device) for model in args.models.split(",")}
+    rates = figure.side_by_side(Image.open(args.image), args.bpp, codecs, tuple(args.box), Path(args.output))
+    print(", ".join(f"{name} {bpp:.3f} bpp" for name, bpp in rates.items()) + f" -> {args.output}")
     return EXIT_OK
 
 
@@ -267,6 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_image_set(dgn)
     dgn.add_argument("--json", help="write every record and the summary here")
     dgn.set_defaults(run=cmd_decoder_gain)
+
+    fig = sub.add_parser("figure", help="side-by-side crops at a matched rate (latent models, WebP, AVIF, JPEG XL)")
+    fig.add_argument("image")
+    fig.add_argument("output", help="PNG to write")
+    fig.add_argument("--bpp", type=float, default=0.12)
+    fig.add_argument("--box", type=int, nargs=4, default=[0, 0, 256, 256], metavar=("LEFT", "TOP", "RIGHT", "BOTTOM"))
+    fig.add_argument("--models", default="taef2,taef2-q", help="comma-separated latentcodec models")
+    fig.set_defaults(run=cmd_figure)
 
     fzz = sub.add_parser("fuzz", help="decode mutated streams: each must decode or raise a library error")
     fzz.add_argument("--count", type=int, default=10000)

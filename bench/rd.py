@@ -1,9 +1,9 @@
-"""Rate-distortion evaluation: latentcodec's modes against JPEG, WebP and AVIF (through Pillow) on an image set.
+"""Rate-distortion evaluation: latentcodec's modes against JPEG, WebP, AVIF and JPEG XL on an image set.
 
 Every codec is swept over its quality knob. Each point records the true file size in bits per pixel, PSNR
-(RGB), SSIM and MS-SSIM, and encode and decode times. Curves are averaged over the images per setting (as
-CompressAI does) and compared with Bjontegaard delta rates (``bjontegaard`` package, Akima interpolation)
-inside a bpp range.
+(RGB), SSIM, MS-SSIM and SSIMULACRA2 (what people see), and encode and decode times. Curves are averaged over
+the images per setting (as CompressAI does) and compared with Bjontegaard delta rates (``bjontegaard``
+package, Akima interpolation) inside a bpp range.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, features
 
-from latentcodec.bench.metrics import bits_per_pixel, ms_ssim, psnr, ssim
+from latentcodec.bench.metrics import bits_per_pixel, ms_ssim, psnr, ssim, ssimulacra2
 from latentcodec.engine.codec import Codec
 
 # name -> (knob values, low to high rate)
@@ -27,7 +27,9 @@ CLASSIC_SWEEPS: dict[str, list[int]] = {
     "jpeg": [2, 5, 10, 15, 20, 30, 50, 75],
     "webp": [0, 2, 5, 10, 20, 35, 50, 75],
     "avif": [0, 5, 10, 20, 30, 45, 60, 75],
+    "jxl": [3, 8, 15, 25, 35, 50, 65, 80],
 }
+METRICS = ("psnr", "ms_ssim", "ssimulacra2")
 LATENT_SWEEPS: dict[str, list[dict]] = {
     "latent-uniform": [{"mode": "uniform", "step": s} for s in (4.0, 2.83, 2.0, 1.41, 1.0, 0.71, 0.5)],
     "latent-uniform-half": [{"mode": "uniform", "step": s, "scale": 0.5} for s in (2.0, 1.41, 1.0, 0.71, 0.5, 0.35)],
@@ -47,12 +49,14 @@ class RDPoint:
     psnr: float
     ssim: float
     ms_ssim: float
+    ssimulacra2: float
     encode_s: float
     decode_s: float
 
 
 def classic_codecs() -> dict[str, Callable[[Image.Image, int], bytes]]:
-    """Pillow encoders available here: JPEG, WebP (method 6), AVIF when Pillow was built with it."""
+    """Pillow encoders available here: JPEG, WebP (method 6), AVIF when Pillow was built with it, JPEG XL
+    (effort 7) with pillow-jxl-plugin."""
 
     def save(image: Image.Image, **params) -> bytes:
         buffer = io.BytesIO()
@@ -64,6 +68,12 @@ def classic_codecs() -> dict[str, Callable[[Image.Image, int], bytes]]:
         codecs["webp"] = lambda im, q: save(im, format="WEBP", quality=q, method=6)
     if features.check("avif"):
         codecs["avif"] = lambda im, q: save(im, format="AVIF", quality=q)
+    try:
+        import pillow_jxl  # noqa: F401 - registers JPEG XL with Pillow
+
+        codecs["jxl"] = lambda im, q: save(im, format="JXL", quality=q, effort=7)
+    except ImportError:
+        pass
     return codecs
 
 
@@ -72,7 +82,7 @@ def _point(name: str, codec: str, setting: str, reference: np.ndarray, data: byt
     height, width = reference.shape[:2]
     return RDPoint(
         name, codec, setting, len(data), bits_per_pixel(len(data), width, height), psnr(reference, test),
-        ssim(reference, test), ms_ssim(reference, test), *times,
+        ssim(reference, test), ms_ssim(reference, test), ssimulacra2(reference, test), *times,
     )  # fmt: skip
 
 
@@ -131,7 +141,7 @@ def mean_curves(points: Sequence[RDPoint]) -> dict[str, list[dict]]:
         rows = []
         for setting in dict.fromkeys(p.setting for p in points if p.codec == codec):
             chosen = [p for p in points if p.codec == codec and p.setting == setting]
-            fields = ("bpp", "psnr", "ssim", "ms_ssim", "encode_s", "decode_s")
+            fields = ("bpp", "psnr", "ssim", "ms_ssim", "ssimulacra2", "encode_s", "decode_s")
             rows.append({"setting": setting, **{f: float(np.mean([getattr(p, f) for p in chosen])) for f in fields}})
         curves[codec] = sorted(rows, key=lambda r: r["bpp"])
     return curves
@@ -164,9 +174,9 @@ def _increasing(values: list[float]) -> bool:
 
 
 def bd_table(
-    curves: dict[str, list[dict]], anchors: Sequence[str] = ("webp", "jpeg"), bpp_range=(0.1, 0.5)
+    curves: dict[str, list[dict]], anchors: Sequence[str] = ("webp", "jpeg", "avif", "jxl"), bpp_range=(0.1, 0.5)
 ) -> list[dict]:
-    """BD-rate of every curve against each anchor, on PSNR and MS-SSIM."""
+    """BD-rate of every curve against each anchor, on each of ``METRICS``."""
     rows = []
     for codec, curve in curves.items():
         for anchor in anchors:
@@ -176,7 +186,7 @@ def bd_table(
                 {
                     "codec": codec,
                     "anchor": anchor,
-                    **{f"bd_rate_{m}": bd_rate(curves[anchor], curve, m, bpp_range) for m in ("psnr", "ms_ssim")},
+                    **{f"bd_rate_{m}": bd_rate(curves[anchor], curve, m, bpp_range) for m in METRICS},
                 }
             )
     return rows
@@ -186,28 +196,28 @@ def format_bd_table(rows: Sequence[dict], bpp_range=(0.1, 0.5)) -> str:
     lines = [
         f"BD-rate in {bpp_range[0]}..{bpp_range[1]} bpp (negative: fewer bits than the anchor for equal quality)",
         "",
-        "| codec | anchor | BD-rate PSNR | BD-rate MS-SSIM |",
-        "|---|---|---|---|",
+        "| codec | anchor | BD-rate PSNR | BD-rate MS-SSIM | BD-rate SSIMULACRA2 |",
+        "|---|---|---|---|---|",
     ]
     for r in rows:
-        cells = ["-" if r[k] is None else f"{r[k]:+.1f}%" for k in ("bd_rate_psnr", "bd_rate_ms_ssim")]
-        lines.append(f"| {r['codec']} | {r['anchor']} | {cells[0]} | {cells[1]} |")
+        cells = ["-" if r[f"bd_rate_{m}"] is None else f"{r[f'bd_rate_{m}']:+.1f}%" for m in METRICS]
+        lines.append(f"| {r['codec']} | {r['anchor']} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
 def plot(curves: dict[str, list[dict]], path: Path, title: str = "") -> None:
-    """PSNR and MS-SSIM against bpp, one line per codec."""
+    """PSNR, MS-SSIM and SSIMULACRA2 against bpp, one line per codec."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
     for codec, curve in curves.items():
         style = "o-" if codec.startswith("latent") else "s--"
-        for ax, metric in zip(axes, ("psnr", "ms_ssim"), strict=True):
+        for ax, metric in zip(axes, METRICS, strict=True):
             ax.plot([p["bpp"] for p in curve], [p[metric] for p in curve], style, label=codec, ms=3)
-    for ax, label in zip(axes, ("PSNR (dB)", "MS-SSIM"), strict=True):
+    for ax, label in zip(axes, ("PSNR (dB)", "MS-SSIM", "SSIMULACRA2"), strict=True):
         ax.set(xlabel="bits per pixel", ylabel=label, xlim=(0, 1.2))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)

@@ -22,6 +22,8 @@ def test_encode_decode_info(tmp_path, crop_file, capsys):
     assert (
         main(
             [
+                "--model",
+                "taef2",
                 "encode",
                 str(crop_file),
                 "-o",
@@ -51,15 +53,16 @@ def test_denoiser_flags(tmp_path, crop_file):
     from PIL import Image
 
     lcz, with_it, without = tmp_path / "x.lcz", tmp_path / "a.png", tmp_path / "b.png"
-    assert main(["encode", str(crop_file), "-o", str(lcz), "--step", "2", "--denoiser", "latent-denoiser"]) == 0
+    taef2 = ["--model", "taef2", "encode", str(crop_file), "-o", str(lcz)]
+    assert main([*taef2, "--step", "2", "--denoiser", "latent-denoiser"]) == 0
     assert main(["decode", str(lcz), "-o", str(with_it)]) == 0
     assert main(["decode", str(lcz), "-o", str(without), "--no-denoise"]) == 0
     assert Image.open(with_it).tobytes() != Image.open(without).tobytes()
     level = latentcodec.info(lcz.read_bytes()).noise_level / denoiser_spec("latent-denoiser").strength  # measured
     flags = ["--step", "2", "--denoiser", "latent-denoiser", "--denoiser-strength", "1"]
-    assert main(["encode", str(crop_file), "-o", str(lcz), *flags]) == 0
+    assert main([*taef2, *flags]) == 0
     assert latentcodec.info(lcz.read_bytes()).noise_level == pytest.approx(level, rel=1e-3)
-    assert main(["encode", str(crop_file), "-o", str(lcz), "--denoiser", "none"]) == 0
+    assert main([*taef2, "--denoiser", "none"]) == 0
     assert latentcodec.info(lcz.read_bytes()).denoiser is None
 
 

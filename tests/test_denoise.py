@@ -146,15 +146,17 @@ def test_training_refuses_kodak(tmp_path):
 
 @pytest.fixture(scope="module")
 def denoised_stream(kodak_crop):
-    return latentcodec.encode(kodak_crop, mode="uniform", step=2.0, denoiser="latent-denoiser")
+    return latentcodec.encode(kodak_crop, model="taef2", mode="uniform", step=2.0, denoiser="latent-denoiser")
 
 
 def test_streams_name_the_denoiser_they_were_encoded_for(denoised_stream, kodak_crop):
     details = latentcodec.info(denoised_stream)
     assert details.denoiser == "latent-denoiser" and details.version == 2 and details.noise_level > 0.1
-    assert latentcodec.info(latentcodec.encode(kodak_crop, mode="scalar8")).denoiser is None
-    assert latentcodec.info(latentcodec.encode(kodak_crop, step=2.0, denoiser=None)).version == 1
-    assert bitstream.without_denoiser(denoised_stream) == latentcodec.encode(kodak_crop, step=2.0, denoiser=None)
+    assert latentcodec.info(latentcodec.encode(kodak_crop, model="taef2", mode="scalar8")).denoiser is None
+    assert latentcodec.info(latentcodec.encode(kodak_crop, model="taef2", step=2.0, denoiser=None)).version == 1
+    assert bitstream.without_denoiser(denoised_stream) == latentcodec.encode(
+        kodak_crop, model="taef2", step=2.0, denoiser=None
+    )
 
 
 @pytest.mark.parametrize("options", [{"mode": "uniform", "step": 3.0}, {"mode": "palette", "palette_size": 16}])
@@ -194,7 +196,7 @@ def test_a_named_denoiser_records_its_default_strength_unless_told_otherwise(kod
 )
 def test_denoiser_strength_is_checked(kodak_crop, options, message):
     with pytest.raises(ValueError, match=message):
-        latentcodec.encode(kodak_crop, mode="uniform", step=3.0, **options)
+        latentcodec.encode(kodak_crop, model="taef2", mode="uniform", step=3.0, **options)
 
 
 def test_a_noise_level_can_be_rewritten_only_in_a_stream_that_names_a_denoiser(denoised_stream, kodak_crop):
@@ -202,7 +204,7 @@ def test_a_noise_level_can_be_rewritten_only_in_a_stream_that_names_a_denoiser(d
     assert bitstream.with_noise_level(denoised_stream, level) == denoised_stream
     assert latentcodec.info(bitstream.with_noise_level(denoised_stream, 0.25)).noise_level == 0.25
     with pytest.raises(ValueError, match="names no denoiser"):
-        bitstream.with_noise_level(latentcodec.encode(kodak_crop, step=2.0, denoiser=None), 0.25)
+        bitstream.with_noise_level(latentcodec.encode(kodak_crop, model="taef2", step=2.0, denoiser=None), 0.25)
 
 
 def test_auto_drops_a_denoiser_that_hurts(kodak_crop, monkeypatch):
@@ -220,7 +222,7 @@ def test_denoiser_stream_decodes_with_and_without_it(denoised_stream, kodak_crop
     plain = latentcodec.decode(denoised_stream, denoise=False)
     assert cleaned.size == plain.size == kodak_crop.size
     assert not np.array_equal(as_array(cleaned), as_array(plain))
-    undenoised = latentcodec.encode(kodak_crop, mode="uniform", step=2.0, denoiser=None)
+    undenoised = latentcodec.encode(kodak_crop, model="taef2", mode="uniform", step=2.0, denoiser=None)
     assert np.array_equal(as_array(latentcodec.decode(undenoised)), as_array(plain))  # same latents, same decoder
     batch = codec.decode_batch([denoised_stream, undenoised, denoised_stream])
     assert np.array_equal(as_array(batch[0].unwrap()), as_array(cleaned))

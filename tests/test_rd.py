@@ -41,18 +41,19 @@ def crops():
 
 
 def test_sweep_on_two_crops_gives_consistent_curves(codec, crops, tmp_path):
-    classic = {"jpeg": [5, 30, 75], "webp": [5, 30, 75]}
+    classic = {"jpeg": [5, 30, 75], "webp": [5, 30, 75], "jxl": [10, 40, 80]}
     latent = {"latent-uniform": [{"mode": "uniform", "step": s} for s in (2.0, 1.0, 0.5)]}
     points = rd.evaluate(crops, codec, classic, latent)
-    assert len(points) == 2 * (3 + 3 + 3)
+    assert len(points) == 2 * (3 + 3 + 3 + 3)
     for p in points:
         assert p.bpp == pytest.approx(8 * p.bytes / (192 * 176)) and p.bytes > 0
-        assert 10 < p.psnr < 60 and 0 < p.ssim <= 1 and 0 < p.ms_ssim <= 1
+        assert 10 < p.psnr < 60 and 0 < p.ssim <= 1 and 0 < p.ms_ssim <= 1 and -100 < p.ssimulacra2 < 100
     curves = rd.mean_curves(points)
-    assert set(curves) == {"jpeg", "webp", "latent-uniform"}
+    assert set(curves) == {"jpeg", "webp", "jxl", "latent-uniform"}
     for curve in curves.values():  # more bits, better pictures
         assert [p["bpp"] for p in curve] == sorted(p["bpp"] for p in curve)
         assert [p["psnr"] for p in curve] == sorted(p["psnr"] for p in curve)
+        assert [p["ssimulacra2"] for p in curve] == sorted(p["ssimulacra2"] for p in curve)
     table = rd.bd_table(curves, bpp_range=(0, 10))
     webp_vs_jpeg = next(r for r in table if r["codec"] == "webp" and r["anchor"] == "jpeg")
     assert webp_vs_jpeg["bd_rate_psnr"] is not None
@@ -71,7 +72,7 @@ def test_cli_rd_refuses_a_missing_folder(tmp_path, capsys):
 
 def test_rate_control_misses_are_reported_per_target():
     def point(image, target, bpp):
-        return rd.RDPoint(image, rd.RATE_CONTROL, f"target_bpp={target}", 1, bpp, 30, 0.9, 0.9, 0, 0)
+        return rd.RDPoint(image, rd.RATE_CONTROL, f"target_bpp={target}", 1, bpp, 30, 0.9, 0.9, 40, 0, 0)
 
     points = [point("a", 0.2, 0.19), point("b", 0.2, 0.21), point("b", 0.2, 0.23), point("a", 0.5, 0.5)]
     misses = rd.rate_control_misses(points)

@@ -33,6 +33,7 @@ from latentcodec.engine.format import CodingMode
 from latentcodec.engine.images import image_files, psnr, to_array
 from latentcodec.engine.models import LatentAutoencoder, load_model
 from latentcodec.engine.search import STRENGTHS
+from latentcodec.training.common import add_config_arguments, cached
 
 
 @dataclass(frozen=True)
@@ -236,14 +237,7 @@ def _encoded(paths: list[Path], model: LatentAutoencoder, config: TrainConfig) -
         "crop": config.crop,
         "model": config.model,
     }
-    if config.cache is not None and config.cache.is_file():
-        cached = torch.load(config.cache)
-        if cached.get("recipe") == recipe:
-            return [[Sample(**fields) for fields in group] for group in cached["groups"]]
-    groups = encode_folder(paths, model, config)
-    if config.cache is not None:
-        torch.save({"recipe": recipe, "groups": [[vars(s) for s in group] for group in groups]}, config.cache)
-    return groups
+    return cached(config.cache, recipe, lambda: encode_folder(paths, model, config), Sample)
 
 
 @dataclass(frozen=True)
@@ -294,15 +288,9 @@ def validate(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="latentcodec train-denoiser", description=__doc__)
+    parser = argparse.ArgumentParser(prog="latentcodec-lab train-denoiser", description=__doc__)
     parser.add_argument("data", type=Path, help="folder of training images (never Kodak)")
     parser.add_argument("output", type=Path, help="where to write the .safetensors weights")
-    for name, value in vars(TrainConfig(Path(), Path())).items():
-        if isinstance(value, bool):
-            parser.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=value)
-        elif name not in ("data", "output") and value is not None:
-            parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-    parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--cache", type=Path, default=None)
+    add_config_arguments(parser, TrainConfig(Path(), Path()), skip=("data", "output"))
     args = parser.parse_args(argv)
     train(TrainConfig(**vars(args)))
