@@ -55,3 +55,20 @@ def test_ssim_of_a_constant_shift_matches_the_luminance_term():
 def test_ms_ssim_refuses_small_images():
     with pytest.raises(ValueError, match="160"):
         ms_ssim(np.zeros((100, 200, 3), np.uint8), np.zeros((100, 200, 3), np.uint8))
+
+
+def test_ssimulacra2_is_100_for_identical_images_and_falls_with_distortion(kodak_crop):
+    import io
+
+    from PIL import Image
+
+    from latentcodec.bench.metrics import ssimulacra2
+
+    reference = np.asarray(kodak_crop)
+    assert ssimulacra2(reference, reference) == pytest.approx(100)
+    scores = []
+    for quality in (90, 50, 10):
+        buffer = io.BytesIO()
+        kodak_crop.save(buffer, format="JPEG", quality=quality)
+        scores.append(ssimulacra2(reference, np.asarray(Image.open(buffer).convert("RGB"))))
+    assert scores == sorted(scores, reverse=True) and scores[0] < 100
