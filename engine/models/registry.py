@@ -33,7 +33,7 @@ TAEF2_FILES = {
 
 # made by training/decoder.py (`latentcodec-lab train-decoder`); small, ours, so it ships inside the package
 TAEF2Q_DECODER = Path(__file__).with_name("bundled") / "taef2q_decoder.safetensors"
-TAEF2Q_DECODER_SHA256 = "150c8f3d2ceaaddb0d4871195e6b99e5a02c2ac68b7eab9aa19045dfa1c79235"
+TAEF2Q_DECODER_SHA256 = "f329daebe648d854d496f34ad328618fba37b03855514e6037d76759a0c86d63"
 
 Loader = Callable[[ModelSpec, str | None], LatentAutoencoder]  # (spec, source override) -> model
 

@@ -1,0 +1,60 @@
+"""Side-by-side crops at a matched rate: the original, latentcodec's decoders and the classic codecs, each
+labelled with its true bits per pixel, so people can look instead of only reading numbers."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from latentcodec.engine.codec import Codec
+
+Encoder = Callable[[Image.Image, int], bytes]
+
+
+def classic_encoders() -> dict[str, Encoder]:
+    """WebP, AVIF and JPEG XL where this Pillow has them (JPEG XL through pillow-jxl-plugin)."""
+    from latentcodec.bench.rd import classic_codecs
+
+    return {name: fn for name, fn in classic_codecs().items() if name != "jpeg"}
+
+
+def at_rate(encode: Encoder, image: Image.Image, bpp: float) -> bytes:
+    """The encoding whose size is closest to ``bpp``, over qualities 0..100 (bisection)."""
+    budget, lo, hi = bpp * image.width * image.height / 8, 0, 100
+    best = encode(image, 0)
+    while lo <= hi:
+        quality = (lo + hi) // 2
+        data = encode(image, quality)
+        if abs(len(data) - budget) < abs(len(best) - budget):
+            best = data
+        lo, hi = (quality + 1, hi) if len(data) < budget else (lo, quality - 1)
+    return best
+
+
+def side_by_side(
+    image: Image.Image, bpp: float, codecs: dict[str, Codec], box: tuple[int, int, int, int], path: Path
+) -> dict[str, float]:
+    """Write ``box`` of the original and of each decode at about ``bpp`` side by side; returns each true bpp."""
+    image = image.convert("RGB")
+    pixels = image.width * image.height
+    tiles = [("original", image)]
+    for name, codec in codecs.items():
+        data = codec.encode(image, target_bpp=bpp, denoiser=None)
+        tiles.append((f"{name} {8 * len(data) / pixels:.3f} bpp", codec.decode(data).convert("RGB")))
+    for name, encode in classic_encoders().items():
+        data = at_rate(encode, image, bpp)
+        tiles.append((f"{name} {8 * len(data) / pixels:.3f} bpp", Image.open(io.BytesIO(data)).convert("RGB")))
+    width, height = box[2] - box[0], box[3] - box[1]
+    sheet = Image.new("RGB", (width * len(tiles), height + 20), "white")
+    draw = ImageDraw.Draw(sheet)
+    rates = {}
+    for n, (label, decoded) in enumerate(tiles):
+        sheet.paste(decoded.crop(box), (n * width, 20))
+        draw.text((n * width + 4, 4), label, fill="black")
+        if n:
+            rates[label.rsplit(" ", 2)[0]] = float(label.rsplit(" ", 2)[1])
+    sheet.save(path)
+    return rates

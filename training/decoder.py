@@ -1,0 +1,334 @@
+"""Fine-tuning TAEF2's decoder for the latents the codec sends (the ``taef2-q`` model's decoder).
+
+Images: ``../shared/data/photos`` (natural photos, first) and ``../shared/data/train`` (aerial, greyscale); never
+Kodak. Each image is encoded once by TAEF2's encoder at the rate-control scales (1, 0.71, 0.5, 0.35), as the
+codec encodes downscaled operating points. Each step draws latent crops and quantizes them as the codec does:
+uniform steps (log-uniform), dithered palettes fitted on the window around the crop, or scalar8; the noise level
+the decoder is told is the RMS error over that window, as the encoder records it for the whole image. The loss
+follows what people see: L1 + MS-SSIM (3 scales) + L1 of image gradients (edges), scored away from crop borders.
+
+Seeded; checkpoints every ``checkpoint_every`` steps and resumes from the last one; ends by scoring the held-out
+photos at the codec's operating points against the original decoder and writing fp16 safetensors.
+``latentcodec-lab train-decoder OUT.safetensors [options]`` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from latentcodec import kernels
+from latentcodec.engine.coders import PaletteCoder, rms_error
+from latentcodec.engine.coders.palette_fit import dither_indices
+from latentcodec.engine.images import image_files, pad_to_multiple, psnr, to_array
+from latentcodec.engine.models import load_model
+from latentcodec.engine.models.conditioned_decoder import ConditionedTinyDecoder
+from latentcodec.training.common import add_config_arguments, cached
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    output: Path
+    folders: tuple[Path, ...] = (SHARED / "photos", SHARED / "train")
+    steps: int = 1500
+    batch: int = 8
+    crop: int = 16  # latent pixels per side (128 image pixels)
+    window: int = 32  # latent pixels per side of the region a crop's palette and noise level come from
+    lr: float = 1e-4
+    film_lr: float = 1e-3
+    min_step: float = 0.3
+    max_step: float = 4.0
+    palette_share: float = 0.3
+    scalar8_share: float = 0.1
+    scales: tuple[float, ...] = (1.0, 0.71, 0.5, 0.35)
+    ssim_weight: float = 0.4
+    edge_weight: float = 0.5
+    holdout: int = 4  # photos (last by name) kept out of training, scored at the end
+    seed: int = 0
+    limit: int | None = None  # images per folder (tests)
+    max_side: int = 1024  # images are shrunk to this longest side before encoding (memory and time)
+    checkpoint_every: int = 100
+    cache: Path | None = None
+
+
+@dataclass
+class Sample:
+    image: torch.Tensor  # [3, 8h, 8w] uint8
+    latents: torch.Tensor  # [C, h, w] float32
+
+
+def _load(path: Path, max_side: int) -> Image.Image:
+    image = Image.open(path).convert("RGB")
+    if max(image.size) > max_side:
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return image
+
+
+def _scaled(image: Image.Image, scale: float) -> torch.Tensor:
+    """``[3, H, W]`` uint8 at ``scale`` (antialiased bicubic, as the encoder scales), cropped to multiples of 8."""
+    rgb = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 255
+    if scale < 1:
+        size = (max(8, round(rgb.shape[1] * scale)), max(8, round(rgb.shape[2] * scale)))
+        rgb = F.interpolate(rgb[None], size=size, mode="bicubic", antialias=True)[0].clamp_(0, 1)
+    h, w = rgb.shape[1] // 8 * 8, rgb.shape[2] // 8 * 8
+    return (rgb[:, :h, :w] * 255).round_().to(torch.uint8)
+
+
+@torch.no_grad()
+def encode_images(paths: list[Path], config: TrainConfig, log=print) -> list[list[Sample]]:
+    """Each image at each scale: pixels and TAEF2 latents."""
+    model = load_model("taef2")
+    groups = []
+    for n, path in enumerate(paths):
+        image = _load(path, config.max_side)
+        group = []
+        for scale in config.scales:
+            rgb = _scaled(image, scale)
+            if min(rgb.shape[1:]) < 8 * config.window:
+                continue
+            group.append(Sample(rgb, model.encode(rgb[None].float() / 255)[0].float()))
+        groups.append(group)
+        if (n + 1) % 10 == 0:
+            log(f"encoded {n + 1}/{len(paths)} images")
+    return groups
+
+
+def quantize(window: torch.Tensor, kind: str, generator: torch.Generator, config: TrainConfig):
+    """A latent window ``[C, H, W]`` quantized as the codec would (``kind``: uniform, palette, scalar8), and its
+    RMS error: the noise level the stream records."""
+    u = float(torch.rand((), generator=generator))
+    if kind == "uniform":
+        step = math.exp(math.log(config.min_step) + u * math.log(config.max_step / config.min_step))
+        quantized = torch.round(window / step) * step
+    elif kind == "palette":
+        size = 2 ** (3 + int(u * 6))  # 8..256
+        palette = PaletteCoder().fit(window[None], size)[3]
+        quantized = kernels.palette_lookup(dither_indices(window[None], palette), palette)[0]
+    else:
+        lo, hi = window.flatten(1).amin(1)[:, None, None], window.flatten(1).amax(1)[:, None, None]
+        scale = (hi - lo).clamp_min(1e-6) / 255
+        quantized = torch.round((window - lo) / scale) * scale + lo
+    return quantized, rms_error(window[None], quantized[None])[0]
+
+
+def draw_batch(samples: list[Sample], generator: torch.Generator, config: TrainConfig):
+    """Quantized latent crops ``[B, C, c, c]``, their noise levels ``[B]`` and the pixels ``[B, 3, 8c, 8c]``."""
+    latents, sigmas, images = [], [], []
+    for _ in range(config.batch):
+        sample = samples[int(torch.randint(len(samples), (), generator=generator))]
+        _, h, w = sample.latents.shape
+        wy = int(torch.randint(h - config.window + 1, (), generator=generator))
+        wx = int(torch.randint(w - config.window + 1, (), generator=generator))
+        window = sample.latents[:, wy : wy + config.window, wx : wx + config.window]
+        pick = float(torch.rand((), generator=generator))
+        kind = (
+            "palette"
+            if pick < config.palette_share
+            else "scalar8"
+            if pick < config.palette_share + config.scalar8_share
+            else "uniform"
+        )
+        quantized, sigma = quantize(window, kind, generator, config)
+        y = int(torch.randint(config.window - config.crop + 1, (), generator=generator))
+        x = int(torch.randint(config.window - config.crop + 1, (), generator=generator))
+        latents.append(quantized[:, y : y + config.crop, x : x + config.crop])
+        sigmas.append(sigma)
+        top, left = 8 * (wy + y), 8 * (wx + x)
+        images.append(sample.image[:, top : top + 8 * config.crop, left : left + 8 * config.crop])
+    return torch.stack(latents), torch.stack(sigmas), torch.stack(images).float() / 255
+
+
+def loss_terms(decoded: torch.Tensor, target: torch.Tensor, config: TrainConfig) -> dict[str, torch.Tensor]:
+    """L1, 1 - MS-SSIM (3 scales) and the L1 of horizontal and vertical gradients, inside an 8-pixel margin."""
+    from pytorch_msssim import ms_ssim
+
+    d, t = decoded[..., 8:-8, 8:-8], target[..., 8:-8, 8:-8]
+    l1 = (d - t).abs().mean()
+    ssim = 1 - ms_ssim(d, t, data_range=1.0, win_size=7, weights=[0.0448, 0.2856, 0.3001])
+    edges = sum((dd - tt).abs().mean() for dd, tt in zip(_gradients(d), _gradients(t), strict=True))
+    return {
+        "l1": l1,
+        "ssim": ssim,
+        "edges": edges,
+        "total": l1 + config.ssim_weight * ssim + config.edge_weight * edges,
+    }
+
+
+def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+
+def conditioned_from_taef2() -> ConditionedTinyDecoder:
+    """The conditioned decoder with TAEF2's decoder weights (identical output before training)."""
+    base = load_model("taef2")
+    model = ConditionedTinyDecoder(base.spec.latent_channels)
+    model.decoder.load_state_dict(base.decoder.state_dict())
+    return model
+
+
+def train(config: TrainConfig, log=print) -> ConditionedTinyDecoder:
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    photos, *others = [image_files(folder)[: config.limit] for folder in config.folders]
+    for folder in config.folders:
+        if "kodak" in str(folder).lower():
+            raise ValueError("refusing to train on Kodak: it is the benchmark")
+    held = config.holdout if 0 < config.holdout < len(photos) else 0
+    train_paths = photos[: len(photos) - held] + [p for paths in others for p in paths]
+    started = time.perf_counter()
+    groups = _cached(train_paths, config, log)
+    samples = [s for group in groups for s in group]
+    log(f"{len(samples)} training samples from {len(train_paths)} images in {time.perf_counter() - started:.0f} s")
+
+    model = conditioned_from_taef2().train()
+    film = [p for n, p in model.named_parameters() if n.startswith("film")]
+    base = [p for n, p in model.named_parameters() if not n.startswith("film")]
+    optimizer = torch.optim.AdamW([{"params": base, "lr": config.lr}, {"params": film, "lr": config.film_lr}])
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, [config.lr, config.film_lr], total_steps=config.steps, pct_start=0.05
+    )
+    start = _resume(config, model, optimizer, schedule, generator, log)
+    for step in range(start + 1, config.steps + 1):
+        latents, sigma, target = draw_batch(samples, generator, config)
+        terms = loss_terms(model(latents, sigma).clamp(0, 1), target, config)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % 25 == 0 or step == config.steps:
+            parts = ", ".join(f"{k} {v.item():.4f}" for k, v in terms.items())
+            log(f"step {step}/{config.steps}: {parts} ({time.perf_counter() - started:.0f} s)")
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            _checkpoint(config, model, optimizer, schedule, generator, step)
+    model.eval()
+    save(model, config.output, {"steps": str(config.steps), "seed": str(config.seed)})
+    if held:
+        for line in validate(model, photos[len(photos) - held :], config):
+            log(line)
+    return model
+
+
+def _cached(paths: list[Path], config: TrainConfig, log) -> list[list[Sample]]:
+    recipe = {"paths": [str(p) for p in paths], "scales": list(config.scales), "max_side": config.max_side}
+    return cached(config.cache, recipe, lambda: encode_images(paths, config, log), Sample)
+
+
+def _checkpoint_path(config: TrainConfig) -> Path:
+    return config.output.with_suffix(".checkpoint.pt")
+
+
+def _checkpoint(config, model, optimizer, schedule, generator, step) -> None:
+    state = {
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "generator": generator.get_state(),
+        "torch": torch.get_rng_state(),
+        "config": json.dumps(asdict(config), default=str),
+    }
+    path = _checkpoint_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+
+
+def _resume(config, model, optimizer, schedule, generator, log) -> int:
+    path = _checkpoint_path(config)
+    if not path.is_file():
+        return 0
+    state = torch.load(path, weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    log(f"resumed from step {state['step']} ({path})")
+    return int(state["step"])
+
+
+def save(model: ConditionedTinyDecoder, path: Path, metadata: dict[str, str]) -> None:
+    """fp16 weights as safetensors with one sorted metadata entry (equal weights make equal files)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata={"latentcodec": json.dumps(metadata, sort_keys=True)})
+
+
+# the codec's operating points: (label, scale, kind, knob)
+POINTS = (
+    ("step 1 @ 1", 1.0, "uniform", 1.0),
+    ("step 2 @ 1", 1.0, "uniform", 2.0),
+    ("step 3 @ 1", 1.0, "uniform", 3.0),
+    ("step 1 @ 0.5", 0.5, "uniform", 1.0),
+    ("step 0.5 @ 0.35", 0.35, "uniform", 0.5),
+    ("palette 8 @ 1", 1.0, "palette", 8),
+    ("palette 32 @ 1", 1.0, "palette", 32),
+)
+
+
+@torch.no_grad()
+def validate(model: ConditionedTinyDecoder, paths: list[Path], config: TrainConfig) -> list[str]:
+    """Mean PSNR of whole held-out photos at :data:`POINTS`, original decoder against ``model`` (the codec's
+    own quantization, whole-image noise levels)."""
+    base = load_model("taef2")
+    lines = []
+    images = [_load(p, config.max_side) for p in paths]
+    for label, scale, kind, knob in POINTS:
+        scores = []
+        for image in images:
+            reference = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)
+            rgb = _scaled(image, scale)
+            latents = base.encode(pad_to_multiple(rgb[None].float() / 255, 8))
+            if kind == "uniform":
+                quantized = torch.round(latents / knob) * knob
+            else:
+                palette = PaletteCoder().fit(latents, knob)[3]
+                quantized = kernels.palette_lookup(dither_indices(latents, palette), palette)
+            sigma = rms_error(latents, quantized)
+            decodes = (base.decode(quantized), model(quantized, sigma))
+            row = []
+            for decoded in decodes:
+                decoded = decoded.clamp(0, 1)[0, :, : rgb.shape[1], : rgb.shape[2]]
+                if scale < 1:
+                    size = tuple(reference.shape[1:])
+                    decoded = F.interpolate(decoded[None], size=size, mode="bicubic")[0].clamp_(0, 1)
+                    row.append(psnr(to_array(reference), to_array(decoded)))
+                else:
+                    row.append(psnr(to_array(reference[:, : rgb.shape[1], : rgb.shape[2]]), to_array(decoded)))
+            scores.append(row)
+        original, tuned = np.mean(scores, axis=0)
+        lines.append(f"held-out {label}: PSNR original {original:.2f}, tuned {tuned:.2f} ({tuned - original:+.2f}) dB")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="latentcodec-lab train-decoder", description=__doc__)
+    parser.add_argument("output", type=Path, help="where to write the .safetensors weights")
+    parser.add_argument("--folders", type=Path, nargs="+", default=list(TrainConfig.folders))
+    add_config_arguments(parser, TrainConfig(Path()), skip=("output",))
+    parser.add_argument("--log", type=Path, help="append the log here too")
+    args = vars(parser.parse_args(argv))
+    log_path = args.pop("log")
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+        if log_path:
+            with log_path.open("a") as handle:
+                handle.write(line + "\n")
+
+    args["folders"] = tuple(args["folders"])
+    train(TrainConfig(**args), log)
