@@ -263,10 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
     thr.add_argument("--plot", help="write a PNG of images/s against batch size here")
     thr.set_defaults(run=cmd_throughput)
 
-    dng = sub.add_parser("denoise-gain", help="PSNR and MS-SSIM of streams decoded with and without the denoiser")
-    add_image_set(dng)
-    dng.add_argument("--json", help="write every record and the summary here")
-    dng.set_defaults(run=cmd_denoise_gain)
+    gains = (
+        ("denoise-gain", "PSNR and MS-SSIM of streams decoded with and without the denoiser", cmd_denoise_gain),
+        ("decoder-gain", "the same streams decoded by taef2 and by the trained taef2-q", cmd_decoder_gain),
+    )
+    for name, what, command in gains:
+        gain = sub.add_parser(name, help=what)
+        add_image_set(gain)
+        gain.add_argument("--json", help="write every record and the summary here")
+        gain.set_defaults(run=command)
 
     ent = sub.add_parser("entropy", help="bytes of zstd against other entropy coders on uniform latent symbols")
     ent.add_argument("folder")
@@ -279,11 +284,6 @@ def build_parser() -> argparse.ArgumentParser:
         trn = sub.add_parser(f"train-{network}", help=f"train {what} (see training/{network}.py)")
         trn.add_argument("args", nargs=argparse.REMAINDER, help="outputs, data and training options (--help)")
         trn.set_defaults(run=cmd_train, network=network)
-
-    dgn = sub.add_parser("decoder-gain", help="the same streams decoded by taef2 and by the trained taef2-q")
-    add_image_set(dgn)
-    dgn.add_argument("--json", help="write every record and the summary here")
-    dgn.set_defaults(run=cmd_decoder_gain)
 
     fig = sub.add_parser("figure", help="side-by-side crops at a matched rate (latent models, WebP, AVIF, JPEG XL)")
     fig.add_argument("image")
