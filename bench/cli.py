@@ -223,6 +223,35 @@ def cmd_soak(args: argparse.Namespace) -> int:
     return EXIT_OK if not report.good_lost else 1
 
 
+def cmd_tiles(args: argparse.Namespace) -> int:
+    from latentcodec.bench import tiles
+
+    report: dict = {}
+    if args.seams:
+        paths = _benchmark_images(argparse.Namespace(folder=args.seams, limit=args.limit, all=args.all))
+        with progress_bar(len(paths), "seams") as bar:
+            report["seams"] = rows = tiles.seams(paths, args.tile, progress=bar.update)
+        print(f"{'image':14} {'whole dB':>9} {'tiled dB':>9} {'between':>8} {'border whole':>13} {'border tiled':>13}")
+        for r in rows:
+            print(
+                f"{r['image']:14} {r['psnr_whole']:9.3f} {r['psnr_tiled']:9.3f} {r['psnr_between']:8.2f} "
+                f"{r['border_ratio_whole']:13.3f} {r['border_ratio_tiled']:13.3f}"
+            )
+    if args.photo:
+        with progress_bar(len(args.sizes), "sizes") as bar:
+            report["sizes"] = rows = tiles.memory_table(Path(args.photo), args.sizes, progress=bar.update)
+        print(f"{'size':12} {'Mpx':>6} {'enc s':>7} {'s/Mpx':>6} {'enc MB':>7} {'dec s':>7} {'s/Mpx':>6} {'dec MB':>7}")
+        for r in rows:
+            print(
+                f"{r['size']:12} {r['mpixel']:6.1f} {r['encode_s']:7.1f} {r['encode_s_per_mpixel']:6.2f} "
+                f"{r['encode_peak_mb']:7.0f} {r['decode_s']:7.1f} {r['decode_s_per_mpixel']:6.2f} "
+                f"{r['decode_peak_mb']:7.0f}"
+            )
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return EXIT_OK
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from importlib import import_module
 
@@ -292,6 +321,16 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--box", type=int, nargs=4, default=[0, 0, 256, 256], metavar=("LEFT", "TOP", "RIGHT", "BOTTOM"))
     fig.add_argument("--models", default="taef2,taef2-q", help="comma-separated latentcodec models")
     fig.set_defaults(run=cmd_figure)
+
+    til = sub.add_parser("tiles", help="peak memory and time per image size (CLI), and seams of tiled decoding")
+    til.add_argument("--photo", help="resize this photo to each size and round-trip it through the CLI")
+    til.add_argument("--sizes", type=float, nargs="+", default=[1, 4, 16, 24, 64], help="Mpixel")
+    til.add_argument("--seams", metavar="FOLDER", help="decode these images' streams whole and tiled")
+    til.add_argument("--tile", type=int, default=256, help="tile side in pixels for --seams (default 256)")
+    til.add_argument("--limit", type=int, default=6, help="the first N images of --seams (default 6)")
+    til.add_argument("--all", action="store_true", help="every image of --seams")
+    til.add_argument("--json", help="write the tables here")
+    til.set_defaults(run=cmd_tiles)
 
     fzz = sub.add_parser("fuzz", help="decode mutated streams: each must decode or raise a library error")
     fzz.add_argument("--count", type=int, default=10000)

@@ -75,7 +75,7 @@ def make_codec(args: argparse.Namespace):
     """The codec the global flags ask for."""
     from latentcodec.engine.codec import Codec
 
-    return Codec(args.model, device=args.device, batch_size=args.batch_size)
+    return Codec(args.model, device=args.device, batch_size=args.batch_size, tile=args.tile)
 
 
 def progress_bar(total: int | None, what: str, unit: str = "img") -> tqdm:
@@ -225,6 +225,13 @@ def codec_parser(prog: str, description: str) -> tuple[argparse.ArgumentParser, 
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"autoencoder id (default {DEFAULT_MODEL})")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        help="run the autoencoder on overlapping tiles of this many pixels a side (0: never; default: above a "
+        "size chosen from memory)",
+    )
     return parser, parser.add_subparsers(dest="command", required=True)
 
 
@@ -264,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--timeout", type=float, default=defaults.timeout_s, help="seconds a socket may stay idle")
     srv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $LATENTCODEC_TOKEN)")
     srv.set_defaults(run=cmd_serve)
+    from latentcodec.bindings.dataset_cli import add_dataset_parser
+
+    add_dataset_parser(sub)
     return parser
 
 

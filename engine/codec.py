@@ -10,11 +10,12 @@ from PIL import Image
 from latentcodec.engine.decoder import DecodedImage, Decoder
 from latentcodec.engine.encoder import Encoder
 from latentcodec.engine.intake import ImageInput, prepare, prepare_tensor
-from latentcodec.engine.models import DEFAULT_MODEL
+from latentcodec.engine.models import DEFAULT_MODEL, get_spec
 from latentcodec.engine.options import EncodeOptions
 from latentcodec.engine.pipeline import BatchPipeline, Outcomes, Progress
 from latentcodec.engine.results import Result
 from latentcodec.engine.session import ModelSession
+from latentcodec.engine.tiling import TilePolicy
 
 __all__ = ["Codec", "DecodedImage", "Progress"]
 
@@ -48,6 +49,7 @@ class Codec:
         compile: bool = False,
         host_threads: int | None = None,
         denoiser_source: str | None = None,
+        tile: int | None = None,
     ) -> None:
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.session = ModelSession(
@@ -61,6 +63,7 @@ class Codec:
             memory_format=torch.channels_last if channels_last else torch.contiguous_format,
             compile=compile,
             denoiser_source=denoiser_source,
+            tiles=TilePolicy.of(tile, device, get_spec(model).downsample),
         )
         self.pipeline = BatchPipeline(batch_size, host_threads)
         self.decoder = Decoder(self.session, self.pipeline)
@@ -166,7 +169,8 @@ class Codec:
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """RGB images ``[B, 3, H, W]`` in [0, 1] (float32, CPU) from latents ``[B, C, h, w]``."""
-        return self.session.decoder_pass(latents.to(self.device, self.dtype)).float().cpu()
+        sigma = torch.zeros(latents.shape[0], dtype=self.dtype)
+        return self.session.decode(latents.to(self.device, self.dtype), sigma).float().cpu()
 
     def check_model(self, header) -> None:
         """Raise ModelMismatchError unless this codec's model made the stream."""

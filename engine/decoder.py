@@ -75,12 +75,9 @@ class Decoder:
             latents = coder.decode(params, planes, shape, Layout(session.dtype, session.memory_format))
             if job.denoiser is None:
                 levels = [jobs[i].header.noise_level or 0.0 for i in members]
-                conditioning = (torch.tensor(levels, dtype=session.dtype),) if session.spec.conditioned else ()
-                decoded = session.decoder_pass(latents, *conditioning)
             else:
                 levels = [jobs[i].header.denoiser.noise_level for i in members]  # type: ignore[union-attr]
-                sigma = torch.tensor(levels, dtype=session.dtype)
-                decoded = session.denoised_decoder_pass(*job.denoiser)(latents, sigma)
+            decoded = session.decode(latents, torch.tensor(levels, dtype=session.dtype), job.denoiser)
             # float32 made on the device: conversions in the host threads would oversubscribe the CPU's intra-op
             # threads (README, "The engine")
             images = HostCopy(decoded.float())

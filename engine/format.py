@@ -11,8 +11,8 @@ from enum import IntEnum
 DEFAULT_MODEL = "taef2"  # the autoencoder new streams are made with unless the caller names one
 FINGERPRINT_BYTES = 8  # hash of a network's weights, as streams record it
 MAX_ID = 64  # bytes of a model or denoiser id
-MAX_SIDE = 16384
-MAX_PIXELS = 4096 * 4096
+MAX_SIDE = 65535  # what PNG, WebP readers and the header's fields all carry
+MAX_PIXELS = 1 << 26  # 67.1 Mpixel: under Pillow's decompression-bomb error (179 Mpixel); tiling keeps memory flat
 MIN_STEP, MAX_STEP = 1e-3, 64.0  # uniform quantization steps a stream may carry
 MAX_PALETTE = 4096
 

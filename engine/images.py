@@ -36,10 +36,17 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.clamp(0, 1).mul(255).round_().to(torch.uint8)
 
 
+def _rows_to_pixels(rgb: torch.Tensor, rows: int = 256) -> np.ndarray:
+    """RGB ``[3, H, W]`` in [0, 1] -> uint8 ``[H, W, 3]``, a band of rows at a time (no full-size temporaries)."""
+    pixels = np.empty((rgb.shape[1], rgb.shape[2], 3), dtype=np.uint8)
+    for start in range(0, rgb.shape[1], rows):
+        pixels[start : start + rows] = to_uint8(rgb[:, start : start + rows]).permute(1, 2, 0).cpu().numpy()
+    return pixels
+
+
 def finish(rgb: torch.Tensor, kind: ColorKind, alpha: np.ndarray | None) -> Image.Image:
     """A Pillow image of ``kind`` from decoded RGB ``[3, H, W]`` in [0, 1] and the stored alpha."""
-    array = to_uint8(rgb).permute(1, 2, 0).cpu().numpy()
-    image = Image.fromarray(np.ascontiguousarray(array))
+    image = Image.fromarray(_rows_to_pixels(rgb))
     if kind in (ColorKind.L, ColorKind.LA):
         image = image.convert("L")
     if alpha is not None:

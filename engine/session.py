@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Hashable
-from functools import cached_property
+from functools import cached_property, partial
 
 import torch
 
@@ -13,6 +14,10 @@ from latentcodec.engine.format import CodingMode
 from latentcodec.engine.images import pad_to_multiple
 from latentcodec.engine.models import LatentAutoencoder, ModelSpec, get_spec, load_model
 from latentcodec.engine.runner import PassRunner
+from latentcodec.engine.tiling import TilePolicy, run_tiled
+
+log = logging.getLogger(__name__)
+DenoiserPass = tuple[str, Hashable]  # (denoiser id, schedule key)
 
 
 def to_unit(images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -27,7 +32,9 @@ class ModelSession:
 
     Networks load on first use. ``graphs`` runs the passes through static bucketed batches (CUDA graphs on GPU),
     ``compile`` through ``torch.compile``; on the CPU each eager pass takes one image (batching only spills
-    caches), which also makes every pass batch-invariant. ``backend`` picks the coders' kernels.
+    caches), which also makes every pass batch-invariant. ``backend`` picks the coders' kernels. ``tiles``
+    says which images run in overlapping tiles (:mod:`~latentcodec.engine.tiling`). A half-precision pass whose
+    output is not finite is run again in float32 (``fallbacks`` counts them).
     """
 
     def __init__(
@@ -42,11 +49,14 @@ class ModelSession:
         memory_format: torch.memory_format,
         compile: bool,
         denoiser_source: str | None,
+        tiles: TilePolicy | None = None,
     ) -> None:
         self.model_id = get_spec(model_id).model_id  # fails early for unknown ids
         self.device, self.dtype, self.backend, self.source = device, dtype, backend, source
         self.graphs, self.memory_format, self.compile = graphs, memory_format, compile
         self.denoiser_source = denoiser_source
+        self.tiles = tiles or TilePolicy.auto(device)
+        self.fallbacks = 0
         self._denoised_passes: dict[tuple[str, Hashable], PassRunner] = {}
 
     @cached_property
@@ -77,26 +87,98 @@ class ModelSession:
 
     @cached_property
     def decoder_pass(self) -> PassRunner:
-        """Latents (and, for a conditioned decoder, noise levels ``[B]``) -> RGB images in [0, 1], on the device."""
-        return self._runner(lambda z, *sigma: self.model.decode(z, *sigma).clamp_(0, 1))
+        """Latents (and, for a conditioned decoder, noise levels ``[B]``) -> RGB images, on the device (not clamped:
+        :meth:`decode` checks them first)."""
+        return self._runner(lambda z, *sigma: self.model.decode(z, *sigma))
+
+    @cached_property
+    def encoder_tile_pass(self) -> PassRunner:
+        """Image tiles -> the encoder's local features (:meth:`LatentAutoencoder.encode_local`)."""
+        return self._runner(lambda x: self.model.encode_local(to_unit(x, self.dtype)))
+
+    @cached_property
+    def decoder_tile_pass(self) -> PassRunner:
+        """Feature tiles (and noise levels) -> RGB tiles (:meth:`LatentAutoencoder.decode_local`, not clamped)."""
+        return self._runner(lambda f, *sigma: self.model.decode_local(f, *sigma))
 
     def denoiser(self, denoiser_id: str, dtype: torch.dtype | None = None) -> LoadedDenoiser:
         """A denoiser on this device, in the session's dtype unless told (loaded on first use, cached)."""
         return load_denoiser(denoiser_id, self.device, dtype or self.dtype, self.denoiser_source, self.memory_format)
 
     def denoised_decoder_pass(self, denoiser_id: str, key: Hashable) -> PassRunner:
-        """(Latents, noise levels ``[B]``) -> RGB in [0, 1]: the denoiser and the decoder as one pass (one
+        """(Latents, noise levels ``[B]``) -> RGB (not clamped): the denoiser and the decoder as one pass (one
         CUDA graph per shape on GPU), for streams whose schedule key is ``key``."""
         if (denoiser_id, key) not in self._denoised_passes:
             denoise = self.denoiser(denoiser_id).pass_fn(key)
             self._denoised_passes[denoiser_id, key] = self._runner(
-                lambda z, sigma: self.model.decode(denoise(z, sigma)).clamp_(0, 1)
+                lambda z, sigma: self.model.decode(denoise(z, sigma))
             )
         return self._denoised_passes[denoiser_id, key]
 
+    @torch.no_grad()
     def latents(self, images: torch.Tensor) -> torch.Tensor:
         """Latents (device, model dtype) of images ``[B, 3, H, W]``, padded to the model's multiple here."""
-        padded = pad_to_multiple(images, self.spec.downsample)
-        if padded is not images and self.device.type == "cuda":  # pinned: the copy to the device is asynchronous
-            padded = padded.pin_memory()
-        return self.encoder_pass(padded)
+        down = self.spec.downsample
+        padded = pad_to_multiple(images, down)
+        tiling = self.tiles.for_grid(padded.shape[-2] // down, padded.shape[-1] // down)
+        if tiling is None:
+            if padded is not images and self.device.type == "cuda":  # pinned: the copy is asynchronous
+                padded = padded.pin_memory()
+            return self._finite(self.encoder_pass, self._encode_f32)(padded)
+        local = self._finite(self.encoder_tile_pass, self._encode_local_f32)
+        features = run_tiled(local, padded, (), tiling, cell=down, out_cell=1, chunk=self.tiles.chunk)
+        return self.model.encode_global(features.to(self.dtype))
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, sigma: torch.Tensor, denoiser: DenoiserPass | None = None) -> torch.Tensor:
+        """RGB ``[B, 3, H, W]`` in [0, 1] on the device from latents and their noise levels ``sigma`` ``[B]``:
+        through the stream's denoiser pass when named, else the decoder (told ``sigma`` if conditioned)."""
+        tiling = self.tiles.for_grid(*latents.shape[-2:])
+        conditioning = (sigma,) if self.spec.conditioned and denoiser is None else ()
+        if tiling is None and denoiser is None:
+            return self._finite(self.decoder_pass, self._decode_f32, clamp=True)(latents, *conditioning)
+        if tiling is None:
+            fallback = partial(self._denoised_decode_f32, denoiser)
+            return self._finite(self.denoised_decoder_pass(*denoiser), fallback, clamp=True)(latents, sigma)
+        z = latents.to(self.device, self.dtype)
+        if denoiser is not None:
+            z = self._denoise(denoiser)(z, sigma.to(self.device))
+        features = self.model.decode_global(z, *(s.to(self.device) for s in conditioning))
+        local = self._finite(self.decoder_tile_pass, self._decode_local_f32, clamp=True)
+        return run_tiled(
+            local, features, conditioning, tiling, cell=1, out_cell=self.spec.downsample, chunk=self.tiles.chunk
+        )
+
+    # float32 reruns of the passes (:meth:`_finite`)
+    def _encode_f32(self, x: torch.Tensor) -> torch.Tensor:
+        return self.float32_model().encode(to_unit(x, torch.float32))
+
+    def _encode_local_f32(self, x: torch.Tensor) -> torch.Tensor:
+        return self.float32_model().encode_local(to_unit(x, torch.float32))
+
+    def _decode_f32(self, z: torch.Tensor, *sigma: torch.Tensor) -> torch.Tensor:
+        return self.float32_model().decode(z.float(), *(s.float() for s in sigma))
+
+    def _decode_local_f32(self, features: torch.Tensor, *sigma: torch.Tensor) -> torch.Tensor:
+        return self.float32_model().decode_local(features.float(), *(s.float() for s in sigma))
+
+    def _denoised_decode_f32(self, denoiser: DenoiserPass, z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self._decode_f32(self._denoise(denoiser, torch.float32)(z.float(), sigma.float()))
+
+    def _denoise(self, denoiser: DenoiserPass, dtype: torch.dtype | None = None) -> Callable:
+        return self.denoiser(denoiser[0], dtype).pass_fn(denoiser[1])
+
+    def _finite(self, run: Callable[..., torch.Tensor], fallback: Callable[..., torch.Tensor], clamp: bool = False):
+        """``run``, rerun as ``fallback`` (float32) when a half-precision output is not finite; images are
+        clamped to [0, 1] after the check (clamping first would turn an overflow into white)."""
+
+        def checked(*xs: torch.Tensor) -> torch.Tensor:
+            out = run(*xs)
+            if self.dtype != torch.float32 and not bool(torch.isfinite(out).all()):
+                self.fallbacks += 1
+                log.warning("non-finite %s output of a %s pass; running it again in float32", self.dtype, self.model_id)
+                with torch.no_grad():
+                    out = fallback(*(x.to(self.device) for x in xs)).to(out.dtype)
+            return out.clamp_(0, 1) if clamp else out
+
+        return checked

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from latentcodec.engine.format import FINGERPRINT_BYTES
+from latentcodec.engine.models.lowres import run_layer
 
 
 @dataclass(frozen=True)
@@ -27,14 +28,30 @@ class ModelSpec:
 
 
 class LatentAutoencoder(nn.Module):
-    """Wraps an encoder/decoder pair: images in [0, 1] <-> scaled latents, plus a weights fingerprint."""
+    """Wraps an encoder/decoder pair: images in [0, 1] <-> scaled latents, plus a weights fingerprint.
 
-    def __init__(self, spec: ModelSpec, encoder: nn.Module, decoder: nn.Module, fingerprint: bytes) -> None:
+    For tiling, each network splits into a *local* part (convolutions only: exact on overlapping tiles) and a
+    *global* part at latent resolution (where TAEF2's GroupNorm sees the whole image), run whole. Networks that
+    do not say where to split (``encoder_global_from``, ``decoder_local_from``: indices into ``nn.Sequential``
+    networks) are local throughout, as diffusers' own tiled VAE treats them.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        fingerprint: bytes,
+        *,
+        encoder_global_from: int | None = None,
+        decoder_local_from: int | None = None,
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.encoder = encoder
         self.decoder = decoder
         self.fingerprint = fingerprint
+        self.encoder_global_from, self.decoder_local_from = encoder_global_from, decoder_local_from
 
     def _to_network_range(self, images: torch.Tensor) -> torch.Tensor:
         lo, hi = self.spec.image_range
@@ -53,11 +70,44 @@ class LatentAutoencoder(nn.Module):
         """Latents -> images in [0, 1] (not clamped). A conditioned decoder is told each image's noise level
         ``sigma`` ``[B]`` (zero, float latents, when not given); other decoders ignore it."""
         raw = latents / self.spec.scaling_factor + self.spec.shift_factor
-        if not self.spec.conditioned:
-            return self._from_network_range(self.decoder(raw))
-        if sigma is None:
-            sigma = torch.zeros(latents.shape[0], device=latents.device)
-        return self._from_network_range(self.decoder(raw, sigma))
+        return self._from_network_range(self._decoder(raw, sigma, 0, None))
+
+    def encode_local(self, images: torch.Tensor) -> torch.Tensor:
+        """The encoder's local part: images in [0, 1] -> features at latent resolution (tileable)."""
+        x = self._to_network_range(images)
+        return x if self.encoder_global_from is None else self.encoder[: self.encoder_global_from](x)
+
+    def encode_global(self, features: torch.Tensor) -> torch.Tensor:
+        """The encoder's global part, on the whole feature map (in stripes; may overwrite it) -> latents."""
+        if self.encoder_global_from is None:
+            raw = self.encoder(features)
+        else:
+            raw = features
+            for layer in self.encoder[self.encoder_global_from :]:
+                raw = run_layer(layer, raw)
+        return (raw - self.spec.shift_factor) * self.spec.scaling_factor
+
+    def decode_global(self, latents: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder's global part, on the whole latent grid (in stripes): latents -> features."""
+        raw = latents / self.spec.scaling_factor + self.spec.shift_factor
+        if self.decoder_local_from is None:
+            return raw
+        return self._decoder(raw, sigma, 0, self.decoder_local_from, run_layer)
+
+    def decode_local(self, features: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder's local part (tileable): features -> images in [0, 1] (not clamped)."""
+        return self._from_network_range(self._decoder(features, sigma, self.decoder_local_from or 0, None))
+
+    def _decoder(self, x: torch.Tensor, sigma: torch.Tensor | None, start: int, stop: int | None, run=None):
+        """Decoder layers ``start:stop`` (each through ``run(layer, x)`` when given)."""
+        if self.spec.conditioned:
+            sigma = torch.zeros(x.shape[0], device=x.device) if sigma is None else sigma
+            return self.decoder(x, sigma, start, stop, run)
+        if (start, stop, run) == (0, None, None):
+            return self.decoder(x)
+        for layer in self.decoder[start:stop]:
+            x = layer(x) if run is None else run(layer, x)
+        return x
 
 
 def state_fingerprint(*state_dicts: Mapping[str, torch.Tensor]) -> bytes:

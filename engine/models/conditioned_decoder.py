@@ -38,13 +38,13 @@ class ConditionedTinyDecoder(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, latents: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        features = sigma_features(sigma.reshape(-1).to(latents.device)).to(latents.dtype)
-        film = iter(self.film)
-        x = latents
-        for index, layer in enumerate(self.decoder):
-            x = layer(x)
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, start: int = 0, stop: int | None = None, run=None):
+        """Layers ``start:stop`` of the decoder (all of them by default) on ``x``, modulated by ``sigma``; each
+        layer through ``run(layer, x)`` when given."""
+        features = sigma_features(sigma.reshape(-1).to(x.device)).to(x.dtype)
+        for index in range(start, len(self.decoder) if stop is None else stop):
+            x = self.decoder[index](x) if run is None else run(self.decoder[index], x)
             if index in FILM_AFTER:
-                scale, shift = next(film)(features)[:, :, None, None].chunk(2, dim=1)
+                scale, shift = self.film[FILM_AFTER.index(index)](features)[:, :, None, None].chunk(2, dim=1)
                 x = x * (1 + scale) + shift
         return x

@@ -11,7 +11,14 @@ from torch import nn
 from latentcodec.engine.errors import ModelError, WeightsMismatchError, WeightsNotFoundError
 from latentcodec.engine.models import weights as weights_lib
 from latentcodec.engine.models.autoencoder import LatentAutoencoder, ModelSpec, state_fingerprint
-from latentcodec.engine.models.tiny_autoencoder import tiny_decoder, tiny_encoder
+from latentcodec.engine.models.tiny_autoencoder import (
+    DECODER_LOCAL_FROM,
+    ENCODER_GLOBAL_FROM,
+    tiny_decoder,
+    tiny_encoder,
+)
+
+TINY_SPLIT = {"encoder_global_from": ENCODER_GLOBAL_FROM, "decoder_local_from": DECODER_LOCAL_FROM}
 
 
 def load_tiny(spec: ModelSpec, files: dict[str, weights_lib.WeightsFile], midblock: bool) -> LatentAutoencoder:
@@ -24,7 +31,8 @@ def load_tiny(spec: ModelSpec, files: dict[str, weights_lib.WeightsFile], midblo
     decoder = tiny_decoder(spec.latent_channels, midblock)
     encoder.load_state_dict({k: v.float() for k, v in states["encoder"].items()})
     decoder.load_state_dict({k: v.float() for k, v in states["decoder"].items()})
-    return LatentAutoencoder(spec, encoder, decoder, state_fingerprint(states["encoder"], states["decoder"]))
+    fingerprint = state_fingerprint(states["encoder"], states["decoder"])
+    return LatentAutoencoder(spec, encoder, decoder, fingerprint, **TINY_SPLIT)
 
 
 def load_tiny_conditioned(spec: ModelSpec, encoder_file: weights_lib.WeightsFile, decoder: Path, sha256: str):
@@ -44,7 +52,8 @@ def load_tiny_conditioned(spec: ModelSpec, encoder_file: weights_lib.WeightsFile
     encoder.load_state_dict({k: v.float() for k, v in encoder_state.items()})
     conditioned = ConditionedTinyDecoder(spec.latent_channels)
     conditioned.load_state_dict({k: v.float() for k, v in decoder_state.items()})
-    return LatentAutoencoder(spec, encoder, conditioned, state_fingerprint(encoder_state, decoder_state))
+    fingerprint = state_fingerprint(encoder_state, decoder_state)
+    return LatentAutoencoder(spec, encoder, conditioned, fingerprint, **TINY_SPLIT)
 
 
 class _KLEncoder(nn.Module):

@@ -8,6 +8,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# Where the networks split for tiling: the encoder's midblocks (GroupNorm over the whole image) and output conv
+# run whole at latent resolution; so do the decoder's input layers and midblocks. The rest is convolutions only.
+ENCODER_GLOBAL_FROM = 11
+DECODER_LOCAL_FROM = 6
+
 
 def _conv(n_in: int, n_out: int, **kwargs) -> nn.Conv2d:
     return nn.Conv2d(n_in, n_out, 3, padding=1, **kwargs)

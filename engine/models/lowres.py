@@ -1,0 +1,69 @@
+"""The tiny autoencoder's whole-image layers at latent resolution, in row stripes: exact, in bounded memory.
+
+Tiling leaves the layers whose GroupNorm must see the whole image (TAEF2's midblocks) to run whole. At 64
+Mpixel their 256-channel pooled branch alone would take 1 GB, so this runs them stripe by stripe: the pooled
+branch is pointwise apart from the GroupNorm statistics, which a first pass gathers over all stripes; a
+block's three 3x3 convolutions see a halo of three rows. A layer costs two feature maps and one stripe.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from latentcodec.engine.models.tiny_autoencoder import Block, Clamp
+
+STRIPE_CELLS = 1 << 15  # latent cells per stripe
+HALO = 3  # rows a block's three 3x3 convolutions reach
+
+
+@torch.no_grad()
+def run_layer(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` for a layer of the tiny autoencoder, in stripes where it pays; may overwrite ``x``."""
+    if isinstance(layer, Block):
+        return _block(layer, x)
+    if isinstance(layer, nn.ReLU):
+        return x.relu_()
+    if isinstance(layer, Clamp):
+        return x.div_(3).tanh_().mul_(3)
+    return layer(x)
+
+
+def _stripes(height: int, width: int) -> list[tuple[int, int]]:
+    rows = max(16, STRIPE_CELLS // max(1, width))
+    return [(start, min(height, start + rows)) for start in range(0, height, rows)]
+
+
+def _block(block: Block, x: torch.Tensor) -> torch.Tensor:
+    height, width = x.shape[-2:]
+    stripes = _stripes(height, width)
+    if block.pool is not None:
+        _add_pooled(block.pool, x, stripes)
+    out = x.new_empty((x.shape[0], block.conv[-1].out_channels, height, width))
+    for start, end in stripes:
+        low, high = max(0, start - HALO), min(height, end + HALO)
+        convolved = block.conv(x[:, :, low:high])[:, :, start - low : end - low]
+        out[:, :, start:end] = block.fuse(convolved + block.skip(x[:, :, start:end]))
+    return out
+
+
+def _add_pooled(pool: nn.Sequential, x: torch.Tensor, stripes: list[tuple[int, int]]) -> None:
+    """``x += pool(x)`` for the pooled branch (1x1 conv, GroupNorm, ReLU, 1x1 conv), GroupNorm over the whole."""
+    widen, norm, _, narrow = pool
+    batch, groups = x.shape[0], norm.num_groups
+    sums = torch.zeros(batch, groups, dtype=torch.float64, device=x.device)
+    squares = torch.zeros_like(sums)
+    for start, end in stripes:
+        wide = widen(x[:, :, start:end]).double().reshape(batch, groups, -1)
+        sums += wide.sum(-1)
+        squares += wide.square().sum(-1)
+    count = widen.out_channels // groups * x.shape[-2] * x.shape[-1]
+    mean = sums / count
+    scale = (squares / count - mean.square()).clamp_(min=0).add_(norm.eps).rsqrt_()
+    mean, scale = (
+        t.repeat_interleave(widen.out_channels // groups, 1).to(x.dtype)[..., None, None] for t in (mean, scale)
+    )
+    for start, end in stripes:
+        wide = (widen(x[:, :, start:end]) - mean) * scale
+        wide = wide * norm.weight[None, :, None, None] + norm.bias[None, :, None, None]
+        x[:, :, start:end] += narrow(wide.relu_())

@@ -1,0 +1,134 @@
+"""Dataset jobs on a local Ray cluster (2 CPUs, one per test session): files and Parquet, bad inputs, a killed
+worker, and resuming; outputs byte-equal to one process's ``Codec.encode_batch``."""
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ray = pytest.importorskip("ray")
+from latentcodec.bindings import ray as lray  # noqa: E402
+from tests.conftest import kodak_path  # noqa: E402
+
+OPTIONS = {"mode": "uniform", "step": 2.0, "denoiser": None}  # workers do not see the tests' stand-in denoiser
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """Six small crops in two subfolders, and one corrupt "image"."""
+    root = tmp_path_factory.mktemp("images")
+    for index in range(6):
+        image = Image.open(kodak_path(index + 1)).convert("RGB").crop((0, 0, 64 + 8 * index, 48))
+        sub = root / ("a" if index % 2 else "b")
+        sub.mkdir(exist_ok=True)
+        image.save(sub / f"img{index}.png")
+    (root / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    return root
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.png"))
+
+
+@pytest.fixture(scope="module")
+def expected(folder, codec) -> dict[str, bytes]:
+    paths = _images(folder)
+    results = codec.encode_batch([p.read_bytes() for p in paths], **OPTIONS)
+    return {p.relative_to(folder).as_posix(): r.value for p, r in zip(paths, results, strict=True) if r.ok}
+
+
+def _outputs(dest: Path) -> dict[str, bytes]:
+    return {p.relative_to(dest).with_suffix(".png").as_posix(): p.read_bytes() for p in dest.rglob("*.lcz")}
+
+
+def test_encode_files_then_decode(cluster, folder, expected, tmp_path):
+    report = lray.encode_dataset(folder, tmp_path / "enc", workers=2, **OPTIONS)
+    assert (report.done, report.failed, report.skipped) == (6, 1, 0)
+    assert _outputs(tmp_path / "enc") == expected  # byte for byte, one output each
+    failed = [r for r in report.records if r["status"] == "failed"]
+    assert failed[0]["path"] == "b/broken.png" and "image" in failed[0]["error"].lower()
+    manifest = (tmp_path / "enc" / "manifest.jsonl").read_text().splitlines()
+    assert len(manifest) == 7
+    assert not list((tmp_path / "enc").rglob("*.tmp"))
+
+    decoded = lray.decode_dataset(tmp_path / "enc", tmp_path / "dec", workers=1)
+    assert decoded.done == 6 and decoded.failed == 0
+    for key in expected:
+        original, output = Image.open(folder / key), Image.open(tmp_path / "dec" / key)
+        assert output.size == original.size
+
+
+def test_parquet_output_and_parquet_input(cluster, folder, expected, tmp_path):
+    report = lray.encode_dataset(folder, tmp_path / "pq", format="parquet", **OPTIONS)
+    table = lray.parquet_rows(tmp_path / "pq")
+    rows = {r["path"]: r for r in table.to_pylist()}
+    assert len(rows) == table.num_rows == 7 and report.failed == 1
+    assert {k: r["stream"] for k, r in rows.items() if r["error"] is None} == expected
+    assert rows["b/broken.png"]["stream"] is None and rows["b/broken.png"]["error"]
+
+    source = tmp_path / "streams.parquet"
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, source)
+    decoded = lray.decode_dataset(source, tmp_path / "dec", format="parquet")
+    images = {r["path"]: r for r in lray.parquet_rows(tmp_path / "dec").to_pylist()}
+    assert decoded.done == 6 and decoded.failed == 1  # the broken input's empty stream fails again, as a row
+    assert all(images[k]["image"].startswith(b"\x89PNG") for k in expected)
+
+
+def _worker_pids() -> list[int]:
+    """Processes of the dataset actors (Ray titles them after the actor class)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"CodecWorker" in title:
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_killed_worker_loses_nothing_and_writes_nothing_twice(cluster, folder, expected, tmp_path):
+    dest = tmp_path / "enc"
+    killed = []
+
+    def kill_once_outputs_appear():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            if list(dest.rglob("*.lcz")) and (pids := _worker_pids()):
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_once_outputs_appear)
+    killer.start()
+    report = lray.encode_dataset(folder, dest, workers=1, batch_size=1, **OPTIONS)
+    killer.join()
+    assert killed, "no worker was killed mid-run"
+    assert _outputs(dest) == expected
+    assert sorted(r["path"] for r in report.records) == sorted([*expected, "b/broken.png"])
+    assert not list(dest.rglob("*.tmp"))
+
+
+def test_resume_skips_finished_outputs_and_redoes_broken_ones(cluster, folder, expected, tmp_path):
+    dest = tmp_path / "enc"
+    first = lray.encode_dataset(folder, dest, **OPTIONS)
+    assert first.done == 6
+    (dest / "a" / "img1.lcz").unlink()  # never written
+    (dest / "b" / "img2.lcz").write_bytes((dest / "b" / "img2.lcz").read_bytes()[:-5])  # cut short
+    again = lray.encode_dataset(folder, dest, **OPTIONS)
+    assert (again.done, again.skipped, again.failed) == (2, 4, 1)
+    assert _outputs(dest) == expected
