@@ -223,6 +223,45 @@ def cmd_soak(args: argparse.Namespace) -> int:
     return EXIT_OK if not report.good_lost else 1
 
 
+Column = tuple[str, str, str]  # (header, key, format spec with its width first)
+SEAM_COLUMNS: list[Column] = [
+    ("image", "image", "14"),
+    ("whole dB", "psnr_whole", "9.3f"),
+    ("tiled dB", "psnr_tiled", "9.3f"),
+    ("between", "psnr_between", "8.2f"),
+    ("border whole", "border_ratio_whole", "13.3f"),
+    ("border tiled", "border_ratio_tiled", "13.3f"),
+]
+SIZE_COLUMNS: list[Column] = [
+    ("size", "size", "12"),
+    ("Mpx", "mpixel", "6.1f"),
+    ("enc s", "encode_s", "7.1f"),
+    ("s/Mpx", "encode_s_per_mpixel", "6.2f"),
+    ("enc MB", "encode_peak_mb", "7.0f"),
+    ("dec s", "decode_s", "7.1f"),
+    ("s/Mpx", "decode_s_per_mpixel", "6.2f"),
+    ("dec MB", "decode_peak_mb", "7.0f"),
+]
+SCALE_COLUMNS: list[Column] = [
+    ("workers", "workers", "7d"),
+    ("format", "format", "8"),
+    ("images", "images", "6d"),
+    ("wall s", "wall_s", "7.1f"),
+    ("img/s", "images_per_s", "6.2f"),
+    ("steady", "steady_images_per_s", "7.2f"),
+    ("lost", "lost", "5d"),
+    ("dup", "duplicates", "4d"),
+]
+
+
+def print_table(rows: list[dict], columns: list[Column]) -> None:
+    """Rows as aligned columns under their headers."""
+    widths = [int("".join(c for c in spec.split(".")[0] if c.isdigit())) for _, _, spec in columns]
+    print(" ".join(f"{header:>{width}}" for (header, _, _), width in zip(columns, widths, strict=True)))
+    for row in rows:
+        print(" ".join(f"{row[key]:{spec}}" for _, key, spec in columns))
+
+
 def cmd_tiles(args: argparse.Namespace) -> int:
     from latentcodec.bench import tiles
 
@@ -231,24 +270,31 @@ def cmd_tiles(args: argparse.Namespace) -> int:
         paths = _benchmark_images(argparse.Namespace(folder=args.seams, limit=args.limit, all=args.all))
         with progress_bar(len(paths), "seams") as bar:
             report["seams"] = rows = tiles.seams(paths, args.tile, progress=bar.update)
-        print(f"{'image':14} {'whole dB':>9} {'tiled dB':>9} {'between':>8} {'border whole':>13} {'border tiled':>13}")
-        for r in rows:
-            print(
-                f"{r['image']:14} {r['psnr_whole']:9.3f} {r['psnr_tiled']:9.3f} {r['psnr_between']:8.2f} "
-                f"{r['border_ratio_whole']:13.3f} {r['border_ratio_tiled']:13.3f}"
-            )
+        print_table(rows, SEAM_COLUMNS)
     if args.photo:
         with progress_bar(len(args.sizes), "sizes") as bar:
             report["sizes"] = rows = tiles.memory_table(Path(args.photo), args.sizes, progress=bar.update)
-        print(f"{'size':12} {'Mpx':>6} {'enc s':>7} {'s/Mpx':>6} {'enc MB':>7} {'dec s':>7} {'s/Mpx':>6} {'dec MB':>7}")
-        for r in rows:
-            print(
-                f"{r['size']:12} {r['mpixel']:6.1f} {r['encode_s']:7.1f} {r['encode_s_per_mpixel']:6.2f} "
-                f"{r['encode_peak_mb']:7.0f} {r['decode_s']:7.1f} {r['decode_s_per_mpixel']:6.2f} "
-                f"{r['decode_peak_mb']:7.0f}"
-            )
+        print_table(rows, SIZE_COLUMNS)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
+    return EXIT_OK
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    from latentcodec.bench import scale
+
+    options = {"mode": args.mode, "step": args.step, "denoiser": None}
+    rows = scale.run(Path(args.folder), args.workers, args.limit, batch_size=args.batch_size, **options)
+    print_table(rows, SCALE_COLUMNS)
+    files = {r["workers"]: r for r in rows if r["format"] == "files"}
+    low, high = min(files), max(files)
+    print(
+        f"{high} workers / {low}: {files[high]['images_per_s'] / files[low]['images_per_s']:.2f}x wall, "
+        f"{files[high]['steady_images_per_s'] / max(files[low]['steady_images_per_s'], 1e-9):.2f}x steady; "
+        f"lost {sum(r['lost'] for r in rows)}, duplicates {sum(r['duplicates'] for r in rows)}"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
     return EXIT_OK
 
 
@@ -331,6 +377,15 @@ def build_parser() -> argparse.ArgumentParser:
     til.add_argument("--all", action="store_true", help="every image of --seams")
     til.add_argument("--json", help="write the tables here")
     til.set_defaults(run=cmd_tiles)
+
+    scl = sub.add_parser("scale", help="dataset encode images/s on the local Ray cluster with 1 and 2 workers")
+    scl.add_argument("folder")
+    scl.add_argument("--limit", type=int, help="the first N images")
+    scl.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    scl.add_argument("--mode", default="uniform")
+    scl.add_argument("--step", type=float, default=2.0)
+    scl.add_argument("--json", help="write the rows here")
+    scl.set_defaults(run=cmd_scale)
 
     fzz = sub.add_parser("fuzz", help="decode mutated streams: each must decode or raise a library error")
     fzz.add_argument("--count", type=int, default=10000)

@@ -12,6 +12,7 @@ input with its outcome.
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 import ray
 
 from latentcodec.bindings.dataset_store import (
+    MANIFEST,
     PARTS,
     STREAM_SUFFIX,
     Location,
@@ -343,6 +345,12 @@ def _png_is_whole(data: bytes) -> bool:
     except Exception:
         return False
     return True
+
+
+def read_manifest(dest) -> list[dict]:
+    """The records of ``DEST/manifest.jsonl`` (empty when there is none)."""
+    data = Location.of(dest).read(MANIFEST)
+    return [json.loads(line) for line in data.decode().splitlines() if line] if data else []
 
 
 def parquet_rows(dest) -> pa.Table:

@@ -52,7 +52,7 @@ def _outputs(dest: Path) -> dict[str, bytes]:
     return {p.relative_to(dest).with_suffix(".png").as_posix(): p.read_bytes() for p in dest.rglob("*.lcz")}
 
 
-def test_encode_files_then_decode(cluster, folder, expected, tmp_path):
+def test_encode_files_decode_and_resume(cluster, folder, expected, tmp_path):
     report = lray.encode_dataset(folder, tmp_path / "enc", workers=2, **OPTIONS)
     assert (report.done, report.failed, report.skipped) == (6, 1, 0)
     assert _outputs(tmp_path / "enc") == expected  # byte for byte, one output each
@@ -67,6 +67,16 @@ def test_encode_files_then_decode(cluster, folder, expected, tmp_path):
     for key in expected:
         original, output = Image.open(folder / key), Image.open(tmp_path / "dec" / key)
         assert output.size == original.size
+
+    # resume after an interrupted run: one output never written, one cut short; the rest are checked and kept
+    (tmp_path / "enc" / "a" / "img1.lcz").unlink()
+    cut = tmp_path / "enc" / "b" / "img2.lcz"
+    cut.write_bytes(cut.read_bytes()[:-5])
+    kept = (tmp_path / "enc" / "a" / "img3.lcz").stat().st_mtime_ns
+    again = lray.encode_dataset(folder, tmp_path / "enc", **OPTIONS)
+    assert (again.done, again.skipped, again.failed) == (2, 4, 1)
+    assert _outputs(tmp_path / "enc") == expected
+    assert (tmp_path / "enc" / "a" / "img3.lcz").stat().st_mtime_ns == kept
 
 
 def test_parquet_output_and_parquet_input(cluster, folder, expected, tmp_path):
@@ -121,14 +131,3 @@ def test_killed_worker_loses_nothing_and_writes_nothing_twice(cluster, folder, e
     assert _outputs(dest) == expected
     assert sorted(r["path"] for r in report.records) == sorted([*expected, "b/broken.png"])
     assert not list(dest.rglob("*.tmp"))
-
-
-def test_resume_skips_finished_outputs_and_redoes_broken_ones(cluster, folder, expected, tmp_path):
-    dest = tmp_path / "enc"
-    first = lray.encode_dataset(folder, dest, **OPTIONS)
-    assert first.done == 6
-    (dest / "a" / "img1.lcz").unlink()  # never written
-    (dest / "b" / "img2.lcz").write_bytes((dest / "b" / "img2.lcz").read_bytes()[:-5])  # cut short
-    again = lray.encode_dataset(folder, dest, **OPTIONS)
-    assert (again.done, again.skipped, again.failed) == (2, 4, 1)
-    assert _outputs(dest) == expected

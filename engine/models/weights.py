@@ -10,6 +10,7 @@ from pathlib import Path
 from latentcodec.engine.errors import WeightsMismatchError, WeightsNotFoundError
 
 WEIGHTS_ENV = "LATENTCODEC_WEIGHTS"
+BUNDLED = Path(__file__).parent / "bundled"  # the project's own small trained weights, shipped in the package
 CACHE_ENV = "LATENTCODEC_CACHE"
 DOWNLOAD_ENV = "LATENTCODEC_DOWNLOAD"
 
@@ -22,6 +23,7 @@ class WeightsFile:
     filename: str
     sha256: str
     url: str
+    bundled: str = ""  # a file in the package's bundled/ folder (the project's own weights): the last place looked
 
 
 def downloads_allowed() -> bool:
@@ -65,7 +67,8 @@ def file_sha256(path: Path) -> str:
 def _candidates(weights: WeightsFile) -> list[Path]:
     roots = [Path(os.environ[WEIGHTS_ENV])] if os.environ.get(WEIGHTS_ENV) else []
     roots.append(cache_dir())
-    return [root / weights.model_id / weights.filename for root in roots]
+    paths = [root / weights.model_id / weights.filename for root in roots]
+    return [*paths, BUNDLED / weights.bundled] if weights.bundled else paths
 
 
 def _download(weights: WeightsFile) -> Path:
