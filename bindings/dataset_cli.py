@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from latentcodec.bindings.cli import EXIT_FAILED, EXIT_OK, UserError, add_option_arguments, options_from, progress_bar
 
@@ -32,6 +33,8 @@ def cmd_dataset(args: argparse.Namespace) -> int:
         from latentcodec.bindings import ray as dataset_jobs
     except ImportError as exc:
         raise UserError(f"dataset jobs need Ray: pip install 'latentcodec[ray]' ({exc})") from None
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # the progress bar below says how far it is
+    dataset_jobs.ray.data.DataContext.get_current().enable_progress_bars = False
     common = {
         "format": args.format,
         "address": args.address,

@@ -15,13 +15,13 @@ import io
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
+import ray.data
 
 from latentcodec.bindings.dataset_store import (
     MANIFEST,
@@ -30,40 +30,16 @@ from latentcodec.bindings.dataset_store import (
     Location,
     list_inputs,
     output_name,
-    parquet_bytes,
     parquet_keys,
-    part_name,
     stream_is_whole,
     write_manifest,
 )
-from latentcodec.engine.bitstream import unpack
-from latentcodec.engine.errors import LatentCodecError
+from latentcodec.bindings.dataset_worker import RECORD_FIELDS, CodecWorker, Direction, Job, OutputFormat, record
 from latentcodec.engine.images import IMAGE_SUFFIXES
 from latentcodec.engine.models import DEFAULT_MODEL
-from latentcodec.engine.results import Result
 
-OutputFormat = Literal["files", "parquet"]
-Direction = Literal["encode", "decode"]
 Progress = Callable[[int], None]
 _ENV_PREFIX = "LATENTCODEC_"  # passed to the workers (weights folder, download permission)
-
-
-@dataclass(frozen=True)
-class Job:
-    """What every worker of one dataset run needs (pickled to the actors)."""
-
-    direction: Direction
-    dest: str
-    format: OutputFormat = "files"
-    model: str = DEFAULT_MODEL
-    device: str | None = None
-    batch_size: int = 8
-    tile: int | None = None
-    options: dict = field(default_factory=dict)  # encode options, or {"denoise": bool} for decoding
-
-    @property
-    def suffix(self) -> str:
-        return STREAM_SUFFIX if self.direction == "encode" else ".png"
 
 
 @dataclass
@@ -87,121 +63,6 @@ class Report:
     @property
     def failed(self) -> int:
         return self.count("failed")
-
-
-class CodecWorker:
-    """A Ray Data actor: one codec; a batch of inputs in, outputs written, manifest rows out."""
-
-    def __init__(self, job: Job, source_fs=None) -> None:
-        from latentcodec.engine.codec import Codec
-
-        self.job, self.source_fs = job, source_fs
-        self.codec = Codec(job.model, device=job.device, batch_size=job.batch_size, tile=job.tile)
-        self.dest = Location.of(job.dest)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        keys = [str(k) for k in batch["key"]]
-        payloads = self._payloads(batch, keys)
-        readable = [i for i, data in enumerate(payloads) if not isinstance(data, str)]
-        results = dict(zip(readable, self._run([payloads[i] for i in readable]), strict=True))
-        records, rows = [], {name: [] for name in _row_fields(self.job.direction)}
-        for index, key in enumerate(keys):
-            result = results.get(index)
-            error = payloads[index] if result is None else (None if result.ok else str(result.error))
-            value = result.value if result is not None and result.ok else None
-            if value is not None and self.job.format == "files":
-                error = self._write(output_name(key, self.job.suffix), value)
-            records.append(_record(key, self.job, value, error))
-            _append_row(rows, key, self.job.direction, value, error)
-        if self.job.format == "parquet" and keys:
-            self.dest.write_atomic(part_name(keys), parquet_bytes(rows))
-        return {name: [r[name] for r in records] for name in _RECORD_FIELDS}
-
-    def _payloads(self, batch: dict[str, np.ndarray], keys: list[str]) -> list[bytes | str]:
-        """Each input's bytes, or the error text of reading it."""
-        if "bytes" in batch:
-            return [bytes(data) if data is not None else "empty input" for data in batch["bytes"]]
-        payloads: list[bytes | str] = []
-        for path in batch["path"]:
-            try:
-                with self.source_fs.open_input_stream(str(path)) as stream:
-                    payloads.append(stream.read())
-            except OSError as exc:
-                payloads.append(f"cannot read {path}: {exc}")
-        return payloads
-
-    def _run(self, payloads: list[bytes]) -> list:
-        """One result per payload; a library error that stops the whole batch (missing weights) is each one's."""
-        try:
-            if self.job.direction == "encode":
-                return self.codec.encode_batch(payloads, **self.job.options)
-            decoded = self.codec.decode_batch(payloads, denoise=self.job.options.get("denoise", True))
-        except LatentCodecError as exc:
-            return [Result(error=exc)] * len(payloads)
-        return [_png_result(result) for result in decoded]
-
-    def _write(self, relative: str, data: bytes) -> str | None:
-        try:
-            self.dest.write_atomic(relative, data)
-        except OSError as exc:
-            return f"cannot write {relative}: {exc}"
-        return None
-
-
-def _png_result(result: Result) -> Result:
-    if not result.ok:
-        return result
-    out = io.BytesIO()
-    result.value.save(out, format="PNG")
-    return Result(out.getvalue())
-
-
-_RECORD_FIELDS = ("path", "output", "status", "error", "bytes", "width", "height", "bpp")
-
-
-def _row_fields(direction: Direction) -> tuple[str, ...]:
-    return ("path", "stream", "width", "height", "bpp", "error") if direction == "encode" else (
-        "path", "image", "width", "height", "error")  # fmt: skip
-
-
-def _stats(direction: Direction, value: bytes | None) -> tuple[int, int, float]:
-    """(width, height, bpp) of an output (zeros for none)."""
-    if value is None:
-        return 0, 0, 0.0
-    if direction == "decode":
-        from PIL import Image
-
-        width, height = Image.open(io.BytesIO(value)).size
-        return width, height, 0.0
-    header = unpack(value).header
-    return header.width, header.height, len(value) * 8 / (header.width * header.height)
-
-
-def _record(key: str, job: Job, value: bytes | None, error: str | None, status: str | None = None) -> dict:
-    width, height, bpp = _stats(job.direction, value)
-    output = output_name(key, job.suffix) if job.format == "files" else ""
-    return {
-        "path": key,
-        "output": output if error is None else "",
-        "status": status or ("failed" if error is not None else "done"),
-        "error": error or "",
-        "bytes": len(value) if value is not None and error is None else 0,
-        "width": width,
-        "height": height,
-        "bpp": bpp,
-    }
-
-
-def _append_row(rows: dict[str, list], key: str, direction: Direction, value: bytes | None, error: str | None):
-    width, height, bpp = _stats(direction, value)
-    payload = value if error is None else None
-    rows["path"].append(key)
-    rows["stream" if direction == "encode" else "image"].append(payload)
-    rows["width"].append(width)
-    rows["height"].append(height)
-    if direction == "encode":
-        rows["bpp"].append(bpp)
-    rows["error"].append(error)
 
 
 def encode_dataset(source, dest, **kwargs) -> Report:
@@ -248,12 +109,14 @@ def _run(
     elif encode_options:
         raise TypeError(f"unexpected options for decoding: {sorted(encode_options)}")
     job = Job(direction, os.fspath(dest), format, model, device, batch_size, tile, options or {})
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    if not ray.is_initialized() and address:
+        ray.init(address=address)  # join a running cluster ("auto": the one on this machine)
+    elif not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False)  # start a local one
     target = Location.of(job.dest)
     dataset, keys, source_fs = _dataset(direction, source, image_column, key_column)
     finished = _finished(target, job, keys)
-    skipped = [_record(key, job, value, None, "skipped") for key, value in finished.items()]
+    skipped = [record(key, job, value, None, "skipped") for key, value in finished.items()]
     if finished:
         dataset = dataset.filter(lambda row, done=frozenset(finished): row["key"] not in done)
     env = {name: value for name, value in os.environ.items() if name.startswith(_ENV_PREFIX)}
@@ -270,7 +133,7 @@ def _run(
     records = list(skipped)
     for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
         count = len(batch["path"])
-        records.extend({name: _plain(batch[name][i]) for name in _RECORD_FIELDS} for i in range(count))
+        records.extend({name: _plain(batch[name][i]) for name in RECORD_FIELDS} for i in range(count))
         if progress:
             progress(count)
     records = _latest(records)

@@ -141,5 +141,6 @@ def _finish(job: _DecodeJob, images: HostCopy, row: int, to_pil: bool) -> Decode
     rgb = images.get()[row, :, : h.coded_height, : h.coded_width]
     if (h.coded_width, h.coded_height) != (h.width, h.height):
         rgb = F.interpolate(rgb[None], size=(h.height, h.width), mode="bicubic")[0].clamp_(0, 1)
-    decoded = DecodedImage(rgb.contiguous(), job.alpha, h.kind)
-    return decoded.to_pil() if to_pil else decoded
+    if to_pil:  # from the cropped view: no full-size copy
+        return DecodedImage(rgb, job.alpha, h.kind).to_pil()
+    return DecodedImage(rgb.contiguous(), job.alpha, h.kind)

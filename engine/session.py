@@ -119,14 +119,14 @@ class ModelSession:
     def latents(self, images: torch.Tensor) -> torch.Tensor:
         """Latents (device, model dtype) of images ``[B, 3, H, W]``, padded to the model's multiple here."""
         down = self.spec.downsample
-        padded = pad_to_multiple(images, down)
-        tiling = self.tiles.for_grid(padded.shape[-2] // down, padded.shape[-1] // down)
+        tiling = self.tiles.for_grid(-(-images.shape[-2] // down), -(-images.shape[-1] // down))
         if tiling is None:
+            padded = pad_to_multiple(images, down)
             if padded is not images and self.device.type == "cuda":  # pinned: the copy is asynchronous
                 padded = padded.pin_memory()
             return self._finite(self.encoder_pass, self._encode_f32)(padded)
         local = self._finite(self.encoder_tile_pass, self._encode_local_f32)
-        features = run_tiled(local, padded, (), tiling, cell=down, out_cell=1, chunk=self.tiles.chunk)
+        features = run_tiled(local, images, (), tiling, cell=down, out_cell=1, chunk=self.tiles.chunk)
         return self.model.encode_global(features.to(self.dtype))
 
     @torch.no_grad()

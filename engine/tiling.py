@@ -126,8 +126,10 @@ def run_tiled(
     chunk: int,
 ) -> torch.Tensor:
     """``fn`` over overlapping tiles of ``inputs`` (``cell`` samples per grid cell; outputs ``out_cell`` per
-    cell), ``chunk`` tiles per call, blended into one float32 output on the pass's device."""
+    cell), ``chunk`` tiles per call, blended into one float32 output on the pass's device. Inputs whose sides
+    are not multiples of ``cell`` are padded by edge replication tile by tile (no padded copy of the whole)."""
     batch, _, height, width = inputs.shape
+    height, width = -(-height // cell) * cell, -(-width // cell) * cell
     rows, cols = tiling.spans(height // cell), tiling.spans(width // cell)
     row_weights, col_weights = blend_weights(rows, out_cell), blend_weights(cols, out_cell)
     places = [(b, r, c) for b in range(batch) for r in range(len(rows)) for c in range(len(cols))]
@@ -149,7 +151,12 @@ def run_tiled(
 
 
 def _cut(image: torch.Tensor, rows: Span, cols: Span, cell: int) -> torch.Tensor:
-    return image[..., rows[0] * cell : rows[1] * cell, cols[0] * cell : cols[1] * cell]
+    """A tile, replicating the image's last row and column where it reaches past them."""
+    tile = image[..., rows[0] * cell : rows[1] * cell, cols[0] * cell : cols[1] * cell]
+    short_h, short_w = (rows[1] - rows[0]) * cell - tile.shape[-2], (cols[1] - cols[0]) * cell - tile.shape[-1]
+    if short_h or short_w:
+        tile = torch.nn.functional.pad(tile.float(), (0, short_w, 0, short_h), mode="replicate").to(tile.dtype)
+    return tile
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:

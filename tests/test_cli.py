@@ -103,7 +103,7 @@ def test_bench_command(tmp_path, crop_file, capsys):
 
 def test_the_product_cli_offers_user_commands_and_every_encode_option():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert set(sub.choices) == {"encode", "decode", "info", "serve"}  # lab commands live in latentcodec-lab
+    assert set(sub.choices) == {"encode", "decode", "info", "serve", "dataset"}  # lab commands live in latentcodec-lab
     flags = {flag for action in sub.choices["encode"]._actions for flag in action.option_strings}
     from latentcodec.engine.options import EncodeOptions
 

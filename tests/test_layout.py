@@ -46,3 +46,15 @@ def test_the_engine_never_imports_bindings_bench_or_training():
 def test_engine_modules_stay_small():
     sizes = {path.relative_to(REPO): len(path.read_text().splitlines()) for path in (REPO / "engine").rglob("*.py")}
     assert max(sizes.values()) <= 250, {p: n for p, n in sizes.items() if n > 250}
+
+
+def test_a_built_wheel_carries_the_projects_own_weights(tmp_path):
+    """``pip install`` alone gives the whole pipeline: the trained networks are package data."""
+    import zipfile
+
+    command = [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*command, "-w", str(tmp_path)], check=True, capture_output=True)
+    names = set(zipfile.ZipFile(next(tmp_path.glob("latentcodec-*.whl"))).namelist())
+    bundled = "latentcodec/engine/models/bundled/"
+    assert {bundled + "latent_denoiser_taef2.safetensors", bundled + "taef2q_decoder.safetensors"} <= names
+    assert not any(name.startswith("latentcodec/bench/benchmarks/") for name in names)

@@ -131,3 +131,14 @@ def test_killed_worker_loses_nothing_and_writes_nothing_twice(cluster, folder, e
     assert _outputs(dest) == expected
     assert sorted(r["path"] for r in report.records) == sorted([*expected, "b/broken.png"])
     assert not list(dest.rglob("*.tmp"))
+
+
+def test_cli_dataset_commands(cluster, folder, expected, tmp_path, capsys):
+    from latentcodec.bindings.cli import main
+
+    flags = ["--mode", "uniform", "--step", "2", "--denoiser", "none", "--workers", "2"]
+    assert main(["dataset", "encode", str(folder), str(tmp_path / "enc"), *flags]) == 1  # one input failed
+    assert "6 done, 0 already done, 1 failed" in capsys.readouterr().out
+    assert _outputs(tmp_path / "enc") == expected
+    assert main(["dataset", "decode", str(tmp_path / "enc"), str(tmp_path / "dec"), "--format", "parquet"]) == 0
+    assert lray.parquet_rows(tmp_path / "dec").num_rows == 6

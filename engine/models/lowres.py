@@ -35,15 +35,22 @@ def _stripes(height: int, width: int) -> list[tuple[int, int]]:
 
 
 def _block(block: Block, x: torch.Tensor) -> torch.Tensor:
+    """The block over ``x`` in stripes, written back into ``x`` when the channels allow (the input rows a later
+    stripe's halo still needs are kept aside first)."""
     height, width = x.shape[-2:]
     stripes = _stripes(height, width)
     if block.pool is not None:
         _add_pooled(block.pool, x, stripes)
-    out = x.new_empty((x.shape[0], block.conv[-1].out_channels, height, width))
+    channels = block.conv[-1].out_channels
+    out = x if channels == x.shape[1] else x.new_empty((x.shape[0], channels, height, width))
+    above = x[:, :, :0].clone()  # input rows just above the current stripe (already overwritten in ``x``)
     for start, end in stripes:
-        low, high = max(0, start - HALO), min(height, end + HALO)
-        convolved = block.conv(x[:, :, low:high])[:, :, start - low : end - low]
-        out[:, :, start:end] = block.fuse(convolved + block.skip(x[:, :, start:end]))
+        below = x[:, :, end : min(height, end + HALO)]
+        window = torch.cat([above, x[:, :, start:end], below], dim=2)
+        convolved = block.conv(window)[:, :, above.shape[2] : above.shape[2] + end - start]
+        result = block.fuse(convolved + block.skip(x[:, :, start:end]))
+        above = x[:, :, max(start, end - HALO) : end].clone()
+        out[:, :, start:end] = result
     return out
 
 
