@@ -174,7 +174,7 @@ def _only_parquet(folder: str) -> bool:
 
 def _webdataset(source):
     """Samples of WebDataset shards: the first image member of each sample (``key.ext`` names it)."""
-    data = ray.data.read_webdataset(source, decoder=False)
+    data = ray.data.read_webdataset(source, decoder=None)  # the raw bytes of each member
 
     def pick(row: dict) -> dict:
         for name, value in row.items():

@@ -142,3 +142,22 @@ def test_cli_dataset_commands(cluster, folder, expected, tmp_path, capsys):
     assert _outputs(tmp_path / "enc") == expected
     assert main(["dataset", "decode", str(tmp_path / "enc"), str(tmp_path / "dec"), "--format", "parquet"]) == 0
     assert lray.parquet_rows(tmp_path / "dec").num_rows == 6
+
+
+def test_inputs_from_a_glob_a_list_and_webdataset_shards(cluster, folder, expected, tmp_path):
+    import tarfile
+
+    from latentcodec.bindings.dataset_store import list_inputs
+
+    pngs = list_inputs(str(folder / "*" / "img*.png"), {".png"})
+    assert pngs.keys == sorted(k for k in expected)  # keys relative to the files' common folder
+    listed = list_inputs([str(folder / "a" / "img1.png"), str(folder / "a" / "img3.png")], {".png"})
+    assert listed.keys == ["img1.png", "img3.png"]
+
+    shard = tmp_path / "shard-000.tar"
+    with tarfile.open(shard, "w") as tar:
+        for key in ("a/img1.png", "b/img2.png"):
+            tar.add(folder / key, arcname=f"{key.replace('/', '_')[:-4]}.png")
+    report = lray.encode_dataset(str(shard), tmp_path / "enc", **OPTIONS)
+    assert report.done == 2 and report.failed == 0
+    assert (tmp_path / "enc" / "a_img1.lcz").read_bytes() == expected["a/img1.png"]
