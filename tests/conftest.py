@@ -1,5 +1,5 @@
-"""Shared fixtures. Triton runs in interpreter mode on the CPU; TAEF2 weights come from ../shared, and so does
-the trained latent denoiser where ../shared holds it (otherwise a few-step stand-in is trained here)."""
+"""Shared fixtures. Triton runs in interpreter mode on the CPU; TAEF2 weights come from ../shared; the project's
+own networks (the latent denoiser, taef2-q's decoder) ship in the package."""
 
 import os
 from pathlib import Path
@@ -29,34 +29,6 @@ def train_tiny_denoiser(folder: Path, output: Path, steps: int) -> None:
         Image.open(path).convert("RGB").crop((0, 0, 160, 144)).save(folder / f"{path.stem}.png")
     options = ["--steps", str(steps), "--batch", "4", "--crop", "16", "--image-crop", "8", "--image-batch", "2"]
     train_main([str(folder), str(output), *options, "--holdout", "1", "--max-palette", "8"])
-
-
-@pytest.fixture(scope="session", autouse=True)
-def latent_denoiser_weights(tmp_path_factory):
-    """The trained latent denoiser from $LATENTCODEC_WEIGHTS when it is installed. Otherwise (CI: the weights
-    are not committed) a 4-step stand-in from the training script, in a cache folder, with the registry pinned
-    to its sha256 for the session: the tests check the engine's handling of a denoiser, not its gain."""
-    from dataclasses import replace
-
-    from latentcodec.engine.denoise import registry
-    from latentcodec.engine.errors import WeightsNotFoundError
-    from latentcodec.engine.models.weights import CACHE_ENV, file_sha256, resolve
-
-    try:
-        resolve(registry.LATENT_DENOISER_TAEF2)
-        yield
-        return
-    except WeightsNotFoundError:
-        pass
-    cache = tmp_path_factory.mktemp("cache")
-    output = cache / registry.LATENT_DENOISER_TAEF2.model_id / registry.LATENT_DENOISER_TAEF2.filename
-    train_tiny_denoiser(tmp_path_factory.mktemp("stand-in") / "train", output, steps=4)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(CACHE_ENV, str(cache))
-        patch.setattr(
-            registry, "LATENT_DENOISER_TAEF2", replace(registry.LATENT_DENOISER_TAEF2, sha256=file_sha256(output))
-        )
-        yield
 
 
 @pytest.fixture(scope="session")

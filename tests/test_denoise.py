@@ -17,7 +17,7 @@ from latentcodec.engine.denoise import latent_denoiser, registry
 from latentcodec.engine.denoise.latent_denoiser import LatentDenoiser
 from latentcodec.engine.errors import ModelError, ModelMismatchError
 from latentcodec.engine.models import load_model
-from latentcodec.engine.models.weights import file_sha256, resolve
+from latentcodec.engine.models.weights import BUNDLED, file_sha256, resolve
 from latentcodec.training import denoiser as training
 from latentcodec.training.denoiser import main as train_main
 from tests.conftest import SHARED, as_array, kodak_path, train_tiny_denoiser
@@ -57,6 +57,20 @@ def test_the_registry_loads_trained_weights_that_match_its_sha256():
     latents = torch.randn(1, 32, 8, 8)
     uniform, palette = (model.module(latents, torch.tensor([0.5]), mode) for mode in (1, 2))
     assert not torch.equal(uniform, latents) and not torch.equal(uniform, palette)  # trained, and mode-aware
+
+
+def test_a_fresh_install_has_the_denoiser_and_low_rate_encodes_name_it(tmp_path, monkeypatch):
+    weights = tmp_path / "weights"  # TAEF2 installed (third-party weights never ship), no denoiser beside it
+    weights.mkdir()
+    (weights / "taef2").symlink_to(SHARED / "models" / "taef2")
+    monkeypatch.setenv("LATENTCODEC_WEIGHTS", str(weights))
+    monkeypatch.setenv("LATENTCODEC_CACHE", str(tmp_path / "cache"))
+    path = resolve(registry.LATENT_DENOISER_TAEF2)
+    assert path.parent == BUNDLED and path.stat().st_size < 4 << 20
+    monkeypatch.setattr(registry.DENOISERS, "_loaded", {})  # load it from there (restored after the test)
+    codec = latentcodec.Codec("taef2", device="cpu")
+    photo = Image.open(SHARED / "data" / "photos" / "002.png").convert("RGB").crop((0, 0, 256, 256))
+    assert latentcodec.info(codec.encode(photo, step=4.0)).denoiser == "latent-denoiser"  # auto: it helps here
 
 
 def test_training_runs_two_steps_on_tiny_crops(tmp_path):
@@ -243,6 +257,8 @@ def test_missing_denoiser_weights_fail_only_the_denoised_decode(denoised_stream,
     monkeypatch.setattr(registry.DENOISERS, "_loaded", {})  # forget the loaded denoiser (restored after the test)
     monkeypatch.setenv("LATENTCODEC_WEIGHTS", str(SHARED / "missing"))
     monkeypatch.setenv("LATENTCODEC_CACHE", str(SHARED / "missing"))
+    unbundled = dataclasses.replace(registry.LATENT_DENOISER_TAEF2, bundled="")
+    monkeypatch.setattr(registry, "LATENT_DENOISER_TAEF2", unbundled)
     with pytest.raises(ModelError, match="not found"):
         codec.decode(denoised_stream)
     assert codec.decode(denoised_stream, denoise=False).size == (72, 40)
@@ -250,7 +266,7 @@ def test_missing_denoiser_weights_fail_only_the_denoised_decode(denoised_stream,
 
 def test_auto_encodes_without_a_denoiser_whose_weights_are_not_installed(kodak_crop, codec, monkeypatch):
     plain = codec.encode(kodak_crop, step=2.0, denoiser=None)
-    missing = dataclasses.replace(registry.LATENT_DENOISER_TAEF2, filename="missing.safetensors")
+    missing = dataclasses.replace(registry.LATENT_DENOISER_TAEF2, filename="missing.safetensors", bundled="")
     monkeypatch.setattr(registry, "LATENT_DENOISER_TAEF2", missing)
     monkeypatch.setattr(registry.DENOISERS, "_loaded", {})  # forget the loaded denoiser (restored after the test)
     with pytest.warns(UserWarning, match="without a denoiser"):

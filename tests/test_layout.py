@@ -56,5 +56,5 @@ def test_a_built_wheel_carries_the_projects_own_weights(tmp_path):
     subprocess.run([*command, "-w", str(tmp_path)], check=True, capture_output=True)
     names = set(zipfile.ZipFile(next(tmp_path.glob("latentcodec-*.whl"))).namelist())
     bundled = "latentcodec/engine/models/bundled/"
-    assert bundled + "taef2q_decoder.safetensors" in names
+    assert {bundled + "latent_denoiser_taef2.safetensors", bundled + "taef2q_decoder.safetensors"} <= names
     assert not any(name.startswith("latentcodec/bench/benchmarks/") for name in names)

@@ -16,13 +16,15 @@ from latentcodec.engine.models.autoencoder import state_fingerprint
 from latentcodec.engine.models.weights import WeightsFile, downloads_allowed
 from latentcodec.engine.registry import Placement, Registry
 
-# made by training/denoiser.py; looked up like the autoencoders' weights ($LATENTCODEC_WEIGHTS, cache)
+# made by training/denoiser.py (`latentcodec-lab train-denoiser ../shared/data/train OUT`, seeded; its log is
+# training/runs/latent_denoiser_taef2.log) and shipped in the package; a copy in $LATENTCODEC_WEIGHTS or the
+# cache is looked at first, and must hash the same
 LATENT_DENOISER_TAEF2 = WeightsFile(
     "latent-denoiser",
     "taef2.safetensors",
     "bac2743cddb8f20b7baa80510c245e63966ca75967aa6cc270181d4a0e66c9e8",
-    "",  # published nowhere: `latentcodec-lab train-denoiser ../shared/data/train OUT` makes it (seeded; another
-    # machine's run may differ in the last bits: point $LATENTCODEC_LATENT_DENOISER at the file it writes)
+    "",
+    bundled="latent_denoiser_taef2.safetensors",
 )
 SD_SOURCE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
