@@ -182,9 +182,9 @@ def _webdataset(source):
                 return {"key": f"{row['__key__']}.{name}", "bytes": value}
         return {"key": str(row["__key__"]), "bytes": None}
 
-    rows = data.map(pick)
+    rows = data.map(pick).materialize()  # the shards are read once; the keys come from the materialized rows
     keys = [row["key"] for row in rows.select_columns(["key"]).take_all()]
-    return rows.materialize(), keys, None
+    return rows, keys, None
 
 
 def _finished(target: Location, job: Job, keys: Sequence[str]) -> dict[str, bytes | None]:
