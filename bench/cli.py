@@ -94,6 +94,8 @@ def cmd_rd(args: argparse.Namespace) -> int:
     latent = dict(rd.LATENT_SWEEPS)
     if args.targets:
         latent[rd.RATE_CONTROL] = [{"mode": "uniform", "target_bpp": t} for t in args.targets]
+        for metric in args.rate_metrics or []:
+            latent[f"{rd.RATE_CONTROL}-{metric}"] = [{**o, "metric": metric} for o in latent[rd.RATE_CONTROL]]
     if args.effort:
         refined = [{**o, "effort": args.effort} for o in rd.LATENT_SWEEPS["latent-uniform"]]
         latent[f"latent-uniform-effort{args.effort}"] = refined
@@ -148,11 +150,17 @@ def cmd_denoise_gain(args: argparse.Namespace) -> int:
 def cmd_entropy(args: argparse.Namespace) -> int:
     from latentcodec.bench import entropy
 
-    paths = image_files(Path(args.folder))[: args.limit]
-    extra = image_files(Path(args.dictionary_from))[:12] if args.dictionary_from else []
-    table = entropy.study(make_codec(args), paths, extra, args.steps)
-    for step, row in table.items():
-        print(f"step {step}: " + ", ".join(f"{method} {size:.0f} B" for method, size in row.items()))
+    paths, codec = _benchmark_images(args), make_codec(args)
+    with progress_bar(len(paths) * len(args.targets), "rate control") as bar:
+        rows = entropy.rate_control_points(codec, paths, args.targets, progress=bar.update)
+    table = entropy.summary(rows)
+    print_table(table, ENTROPY_COLUMNS)
+    timing = entropy.timing(codec, paths[0])
+    shares = {k: timing[f"context_{k}"] / timing[f"codec_{k}"] for k in ("encode", "decode")}
+    print(", ".join(f"{key} {value * 1000:.0f} ms" for key, value in timing.items()))
+    print(f"context coder share of the CPU encode {shares['encode']:.1%}, of the decode {shares['decode']:.1%}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "summary": table, "timing": timing}, indent=1))
     return EXIT_OK
 
 
@@ -224,6 +232,16 @@ def cmd_soak(args: argparse.Namespace) -> int:
 
 
 Column = tuple[str, str, str]  # (header, key, format spec with its width first)
+ENTROPY_COLUMNS: list[Column] = [
+    ("target bpp", "target", "10.2f"),
+    ("scale", "scale", "6.2f"),
+    ("step", "step", "6.2f"),
+    ("zstd B", "zstd", "8.0f"),
+    ("context B", "context", "10.0f"),
+    ("order-0 B", "order0", "10.0f"),
+    ("saving", "saving", "7.1%"),
+    ("order-0", "saving_order0", "8.1%"),
+]
 SEAM_COLUMNS: list[Column] = [
     ("image", "image", "14"),
     ("whole dB", "psnr_whole", "9.3f"),
@@ -319,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     rdp = sub.add_parser("rd", help="rate-distortion sweep against JPEG, WebP and AVIF, with BD-rates and plots")
     add_image_set(rdp)
     rdp.add_argument("--targets", type=float, nargs="+", help="add a rate-controlled curve at these bpp")
+    rdp.add_argument(
+        "--rate-metrics", nargs="+", choices=["ms-ssim"], help="with --targets: also rate-controlled curves by these"
+    )
     rdp.add_argument("--effort", type=int, help="add latent-uniform with this many refinement steps")
     rdp.add_argument("--plain", action="store_true", help="add each latent curve without the denoiser (-plain)")
     rdp.add_argument("--codecs", help="comma-separated subset, e.g. jpeg,webp,latent-uniform-half")
@@ -348,15 +369,19 @@ def build_parser() -> argparse.ArgumentParser:
         gain.add_argument("--json", help="write every record and the summary here")
         gain.set_defaults(run=command)
 
-    ent = sub.add_parser("entropy", help="bytes of zstd against other entropy coders on uniform latent symbols")
-    ent.add_argument("folder")
-    ent.add_argument("--dictionary-from", help="folder of images to train a zstd dictionary on (not the benchmark)")
-    ent.add_argument("--limit", type=int, help="the first N images")
-    ent.add_argument("--steps", type=float, nargs="+", default=[1.0, 2.0, 4.0])
+    ent = sub.add_parser("entropy", help="zstd against the context coder at the points rate control picks")
+    add_image_set(ent)
+    ent.add_argument("--targets", type=float, nargs="+", default=[0.1, 0.2, 0.3], help="target bpp")
+    ent.add_argument("--json", help="write every row, the summary and the timing here")
     ent.set_defaults(run=cmd_entropy)
 
-    for network, what in (("denoiser", "the latent denoiser"), ("decoder", "taef2-q's decoder")):
-        trn = sub.add_parser(f"train-{network}", help=f"train {what} (see training/{network}.py)")
+    trained = (
+        ("denoiser", "denoiser", "the latent denoiser"),
+        ("decoder", "decoder", "taef2-q's decoder"),
+        ("entropy", "entropy_model", "the context entropy model"),
+    )
+    for name, network, what in trained:
+        trn = sub.add_parser(f"train-{name}", help=f"train {what} (see training/{network}.py)")
         trn.add_argument("args", nargs=argparse.REMAINDER, help="outputs, data and training options (--help)")
         trn.set_defaults(run=cmd_train, network=network)
 

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from latentcodec.bench.metrics import bits_per_pixel, ms_ssim, psnr
-from latentcodec.engine import bitstream, search
+from latentcodec.engine import search, stream_edits
 from latentcodec.engine.codec import Codec
 
 # where the denoiser is measured (this bench, the training's validation): (label, encode options), three per
@@ -85,7 +85,7 @@ def run(
             data = codec.encode(reference, denoiser=denoiser, denoiser_strength=1.0, **options)  # measured level
             level = float(info(data).noise_level or 0)
             variants = search.strength_variants(data)
-            named = bitstream.with_noise_level(data, default_strength * level)  # as a stream naming it records
+            named = stream_edits.with_noise_level(data, default_strength * level)  # as a stream naming it records
             if not records:  # first use loads the networks: not part of the timings
                 _decode(codec, variants[0]), _decode(codec, data)
             decodes = [_decode(codec, variant) for variant in variants]

@@ -1,86 +1,118 @@
-"""How far one zstd call is from better entropy coders, on uniform-quantized latent symbols.
+"""Bytes and time of the latent entropy stage: one zstd frame (streams of versions 1-3) against the context
+coder, at the operating points rate control picks.
 
-For each image and step, the symbol planes are coded by: zstd (what the bitstream stores), zstd per channel,
-zstd with a dictionary trained on other images, an ANS coder (``constriction``) with a per-channel
-quantized-Laplace model (mean and scale stored as float16 per channel), and the per-channel order-0 entropy
-(a bound for any coder that models channels independently and ignores context).
+For each image and target bpp, rate control chooses a scale and a step (``target_bpp``, default entropy method);
+the symbols of that point (the image downscaled as the encoder does, latents rounded at the step) are then coded
+by zstd and by the context coder (checked to decode back) and bounded by their per-channel order-0 entropy
+(what any coder that ignores context can reach at best; tables not counted). Timing: the context coder's encode
+and decode against the whole CPU encode and decode of the same image at a fixed step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-import zstandard
+import torch.nn.functional as F
 from PIL import Image
 
+from latentcodec.engine import bitstream
 from latentcodec.engine.codec import Codec
+from latentcodec.engine.entropy import context_coder, latent_stage, zstd
 
-LEVEL = 19
-
-
-def symbols(codec: Codec, path: Path, step: float) -> np.ndarray:
-    """Quantized latents ``[C, h, w]`` (int32) of the image at ``path``."""
-    rgb = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
-    latents = codec.encode_latents(rgb[None])[0].cpu()
-    return torch.round(latents / step).to(torch.int32).numpy()
-
-
-def _planes(values: np.ndarray) -> bytes:
-    return values.astype(np.int8).tobytes()
-
-
-def train_dictionary(samples: Sequence[np.ndarray], size: int = 16384) -> zstandard.ZstdCompressionDict:
-    chunks = [_planes(plane) for values in samples for plane in values]  # one sample per channel plane
-    return zstandard.train_dictionary(size, chunks, level=LEVEL)
-
-
-def laplace_ans_bytes(values: np.ndarray) -> int:
-    """Bytes of an ANS stream under per-channel quantized Laplace models, plus 4 bytes of parameters each."""
-    import constriction
-
-    coder = constriction.stream.stack.AnsCoder()
-    lo, hi = int(values.min()) - 1, int(values.max()) + 1
-    model = constriction.stream.model.QuantizedLaplace(lo, hi)
-    flat = values.reshape(values.shape[0], -1)
-    means = np.repeat(flat.mean(1), flat.shape[1]).astype(np.float64)
-    scales = np.repeat(np.maximum(np.abs(flat - flat.mean(1, keepdims=True)).mean(1), 0.05), flat.shape[1])
-    coder.encode_reverse(flat.reshape(-1).astype(np.int32), model, means, scales.astype(np.float64))
-    return 4 * len(coder.get_compressed()) + 4 * values.shape[0]
+TARGETS = (0.1, 0.2, 0.3)
 
 
 def order0_bytes(values: np.ndarray) -> float:
+    """Per-channel order-0 entropy of symbols ``[C, ...]``, in bytes."""
     total = 0.0
     for plane in values.reshape(values.shape[0], -1):
         _, counts = np.unique(plane, return_counts=True)
-        p = counts / counts.sum()
-        total += -(counts * np.log2(p)).sum() / 8
+        total += -(counts * np.log2(counts / counts.sum())).sum() / 8
     return total
 
 
-def compare(values: np.ndarray, dictionary: zstandard.ZstdCompressionDict | None) -> dict[str, float]:
-    """Bytes per method for one image's symbols ``[C, h, w]`` (int8 range)."""
-    result = {
-        "zstd": len(zstandard.ZstdCompressor(level=LEVEL).compress(_planes(values))),
-        "zstd per channel": sum(len(zstandard.ZstdCompressor(level=LEVEL).compress(_planes(p))) for p in values),
-        "ans laplace per channel": laplace_ans_bytes(values),
-        "order-0 entropy per channel": order0_bytes(values),
-    }
-    if dictionary is not None:
-        compressor = zstandard.ZstdCompressor(level=LEVEL, dict_data=dictionary)
-        result["zstd + dictionary"] = len(compressor.compress(_planes(values)))
-    return result
+def symbols_at(codec: Codec, rgb: torch.Tensor, scale: float, step: float) -> np.ndarray:
+    """Uniform symbols ``[C, h, w]`` (int8) of ``rgb`` ``[3, H, W]`` in [0, 1] at ``scale`` and ``step``."""
+    if scale < 1:
+        size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[2] * scale)))
+        rgb = F.interpolate(rgb[None], size=size, mode="bicubic", antialias=True)[0].clamp(0, 1)
+    latents = codec.encode_latents(rgb[None])[0].cpu()
+    return torch.round(latents / step).clamp(-127, 127).to(torch.int8).numpy()
 
 
-def study(
-    codec: Codec, paths: Sequence[Path], dictionary_paths: Sequence[Path], steps: Sequence[float] = (1.0, 2.0, 4.0)
-) -> dict[float, dict[str, float]]:
-    """Mean bytes per method over ``paths`` for each step (dictionary trained on ``dictionary_paths``)."""
-    table = {}
-    for step in steps:
-        dictionary = train_dictionary([symbols(codec, p, step) for p in dictionary_paths]) if dictionary_paths else None
-        rows = [compare(symbols(codec, p, step), dictionary) for p in paths]
-        table[step] = {method: float(np.mean([r[method] for r in rows])) for method in rows[0]}
+def compare(symbols: np.ndarray) -> dict[str, float]:
+    """Bytes of one image's symbols: zstd, context coder, order-0 bound."""
+    model = latent_stage.context_model("flux2")
+    payload = context_coder.encode(symbols, model)
+    if not np.array_equal(context_coder.decode(payload, symbols.shape, model), symbols):
+        raise AssertionError("the context coder did not decode its own payload")
+    return {"zstd": len(zstd.compress(symbols.tobytes())), "context": len(payload), "order0": order0_bytes(symbols)}
+
+
+def rate_control_points(
+    codec: Codec, paths: Sequence[Path], targets: Sequence[float] = TARGETS, progress: Callable[[], None] = lambda: None
+) -> list[dict]:
+    """One row per image and target: the point rate control chose and the bytes of its symbols per method."""
+    rows = []
+    for path in paths:
+        image = Image.open(path).convert("RGB")
+        rgb = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
+        for target in targets:
+            header_stream = bitstream.unpack(codec.encode(image, target_bpp=target, denoiser=None))
+            scale = header_stream.header.coded_width / header_stream.header.width
+            step = float(np.frombuffer(header_stream.params[:4], dtype="<f4")[0])
+            sizes = compare(symbols_at(codec, rgb, scale, step))
+            rows.append({"image": path.name, "target": target, "scale": scale, "step": step, **sizes})
+            progress()
+    return rows
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    """Per target: mean scale and step, total bytes per method, the context coder's saving."""
+    table = []
+    for target in sorted({r["target"] for r in rows}):
+        group = [r for r in rows if r["target"] == target]
+        total = {key: sum(r[key] for r in group) for key in ("zstd", "context", "order0")}
+        table.append(
+            {
+                "target": target,
+                "scale": float(np.mean([r["scale"] for r in group])),
+                "step": float(np.mean([r["step"] for r in group])),
+                "zstd": total["zstd"] / len(group),
+                "context": total["context"] / len(group),
+                "order0": total["order0"] / len(group),
+                "saving": 1 - total["context"] / total["zstd"],
+                "saving_order0": 1 - total["order0"] / total["zstd"],
+            }
+        )
     return table
+
+
+def timing(codec: Codec, path: Path, step: float = 1.0, repeats: int = 3) -> dict[str, float]:
+    """Seconds (best of ``repeats``): the codec's whole encode and decode of ``path`` at ``step`` with the context
+    method, and the context coder's own encode and decode of the same symbols."""
+    image = Image.open(path).convert("RGB")
+    rgb = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
+    symbols, model = symbols_at(codec, rgb, 1.0, step), latent_stage.context_model("flux2")
+    payload = context_coder.encode(symbols, model)
+
+    def best(run: Callable[[], object]) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    data = codec.encode(image, step=step, denoiser=None)
+    return {
+        "codec_encode": best(lambda: codec.encode(image, step=step, denoiser=None)),
+        "codec_decode": best(lambda: codec.decode(data)),
+        "context_encode": best(lambda: context_coder.encode(symbols, model)),
+        "context_decode": best(lambda: context_coder.decode(payload, symbols.shape, model)),
+        "zstd_encode": best(lambda: zstd.compress(symbols.tobytes())),
+    }

@@ -23,7 +23,7 @@ from latentcodec.engine.errors import EngineError
 
 
 def seed_streams(codec: Codec) -> list[bytes]:
-    """Small valid streams of every mode, with and without alpha and a denoiser entry."""
+    """Small valid streams of every mode and entropy method, with and without alpha and a denoiser entry."""
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
     rgba = np.dstack([rgb, rng.integers(0, 256, (24, 40), dtype=np.uint8)])
@@ -31,6 +31,7 @@ def seed_streams(codec: Codec) -> list[bytes]:
     streams = [codec.encode(rgb, denoiser=None, **options) for options in settings]
     streams.append(codec.encode(rgba, mode="uniform", denoiser=None))
     streams.append(codec.encode(rgb[:, :, 0], mode="uniform", step=2.0, denoiser=None))
+    streams.append(codec.encode(rgb, mode="uniform", step=1.0, entropy="zstd", denoiser=None))
     return streams
 
 

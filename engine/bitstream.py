@@ -1,4 +1,4 @@
-"""The latentcodec container (``.lcz``), versions 1 to 3: a leaf that imports neither torch nor the models.
+"""The latentcodec container (``.lcz``), versions 1 to 4: a leaf that imports neither torch nor the models.
 
 All integers little-endian.
 
@@ -6,32 +6,34 @@ All integers little-endian.
 bytes   field
 ======  =========================================================================
 4       magic ``\\x89LCZ``
-1       version: 1; 2 when a denoiser is named; 3 when the decoder is told the noise level (writers pick
-        the lowest version that holds the stream)
-1       flags: bit 0 alpha plane present, bit 1 denoiser expected (versions 2, 3), bit 2 decoder noise level
-        present (version 3 only); others zero
+1       version: 1; 2 when a denoiser is named; 3 when the decoder is told the noise level; 4 when the
+        latents are not one zstd frame (writers pick the lowest version that holds the stream)
+1       flags: bit 0 alpha plane present, bit 1 denoiser expected (versions 2-4), bit 2 decoder noise level
+        present (versions 3 and 4; always set in 3); others zero
 1       colour kind of the decoded image (0 L, 1 LA, 2 RGB, 3 RGBA)
 1       coding mode (0 scalar8, 1 uniform, 2 palette)
 4+4     width, height of the decoded image
 4+4     coded width, height: the image size the encoder saw (before padding)
+        version 4 only:
+1         entropy method of the latent symbols: 1 context (0, zstd, is written as versions 1-3)
 1+n     model id (ASCII, n <= 64)
 8       model fingerprint (hash of the weights)
-        version 3, when bit 2 is set:
+        versions 3 and 4, when bit 2 is set:
 2         noise level the decoder is conditioned on: RMS quantization error per latent (float16)
-        versions 2 and 3, when bit 1 is set: the denoiser the encoder expects before the decoder
+        versions 2 to 4, when bit 1 is set: the denoiser the encoder expects before the decoder
 1+n       denoiser id (ASCII, n <= 64)
 8         denoiser fingerprint
 2         noise level: RMS quantization error per latent (float16), the denoiser's conditioning
 4+n     mode parameters
-4+n     latent symbols: one zstd frame of channel-major planes
+4+n     latent symbols: one zstd frame of channel-major planes (versions 1-3), or the entropy method's payload
 4+n     alpha plane: one zstd frame of ``height x width`` bytes (empty when absent)
 4       CRC-32 of every byte before it
 ======  =========================================================================
 
-Readers accept every version; a version-1 stream never names a denoiser, and only version 3 carries the
+Readers accept every version; a version-1 stream never names a denoiser, and only versions 3 and 4 carry the
 decoder's noise level (for models whose decoder takes it, such as ``taef2-q``). The latent grid is
-``ceil(coded / downsample)`` of the model; the decoder crops the decoded image to the
-coded size and resizes it to the decoded size when the two differ.
+``ceil(coded / downsample)`` of the model; the decoder crops the decoded image to the coded size and resizes
+it to the decoded size when the two differ.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from latentcodec.engine.errors import (
     ChecksumError,
@@ -48,11 +50,11 @@ from latentcodec.engine.errors import (
     TruncatedStreamError,
     UnsupportedVersionError,
 )
-from latentcodec.engine.format import FINGERPRINT_BYTES, MAX_ID, CodingMode, ColorKind, size_supported
+from latentcodec.engine.format import FINGERPRINT_BYTES, MAX_ID, CodingMode, ColorKind, EntropyMethod, size_supported
 
 MAGIC = b"\x89LCZ"
-VERSION = 3  # the newest version this module reads and writes
-VERSIONS = (1, 2, 3)
+VERSION = 4  # the newest version this module reads and writes
+VERSIONS = (1, 2, 3, 4)
 FLAG_ALPHA = 1
 FLAG_DENOISE = 2
 FLAG_NOISE = 4
@@ -87,7 +89,8 @@ class Header:
     fingerprint: bytes
     has_alpha: bool = False
     denoiser: DenoiserRef | None = None
-    noise_level: float | None = None  # what a conditioned decoder is told (version 3)
+    noise_level: float | None = None  # what a conditioned decoder is told (versions 3, 4)
+    entropy: EntropyMethod = EntropyMethod.ZSTD  # how the latent symbols are coded (version 4 when not zstd)
 
     @property
     def flags(self) -> int:
@@ -97,7 +100,8 @@ class Header:
     @property
     def version(self) -> int:
         """The lowest version that holds this header."""
-        return 3 if self.noise_level is not None else 2 if self.denoiser else 1
+        zstd = self.entropy == EntropyMethod.ZSTD
+        return 4 if not zstd else 3 if self.noise_level is not None else 2 if self.denoiser else 1
 
     @property
     def denoise(self) -> bool:
@@ -135,8 +139,10 @@ def pack(stream: Stream) -> bytes:
     h = stream.header
     parts = [
         _FIXED.pack(MAGIC, h.version, h.flags, h.kind, h.mode, h.width, h.height, h.coded_width, h.coded_height),
-        *_identity(h.model_id, h.fingerprint),
     ]
+    if h.version == 4:
+        parts.append(_U8.pack(h.entropy))
+    parts += _identity(h.model_id, h.fingerprint)
     if h.noise_level is not None:
         parts.append(_F16.pack(h.noise_level))
     if h.denoiser:
@@ -145,23 +151,6 @@ def pack(stream: Stream) -> bytes:
         parts += [_U32.pack(len(section)), section]
     body = b"".join(parts)
     return body + _U32.pack(zlib.crc32(body))
-
-
-def _with_denoiser(stream: Stream, denoiser: DenoiserRef | None) -> bytes:
-    return pack(replace(stream, header=replace(stream.header, denoiser=denoiser)))
-
-
-def with_noise_level(data: bytes, noise_level: float) -> bytes:
-    """The same stream with its denoiser conditioned on ``noise_level`` (stored as float16)."""
-    stream = unpack(data)
-    if stream.header.denoiser is None:
-        raise ValueError("the stream names no denoiser")
-    return _with_denoiser(stream, replace(stream.header.denoiser, noise_level=noise_level))
-
-
-def without_denoiser(data: bytes) -> bytes:
-    """The same stream asking for no denoiser (written as version 1, as if encoded with ``denoiser=None``)."""
-    return _with_denoiser(unpack(data), None)
 
 
 class _Reader:
@@ -200,12 +189,16 @@ def unpack(data: bytes) -> Stream:
         raise ChecksumError("checksum mismatch: the stream is corrupt or truncated")
     reader = _Reader(body, len(body))
     _, version, flags, kind, mode, width, height, coded_w, coded_h = reader.unpack(_FIXED)
-    if flags & ~_KNOWN_FLAGS or (version == 1 and flags & FLAG_DENOISE) or bool(flags & FLAG_NOISE) != (version == 3):
+    noise_flag_allowed = bool(flags & FLAG_NOISE) == (version == 3) or version == 4
+    if flags & ~_KNOWN_FLAGS or (version == 1 and flags & FLAG_DENOISE) or not noise_flag_allowed:
         raise CorruptStreamError(f"unknown flags {flags:#x} for version {version}")
     try:
         kind, mode = ColorKind(kind), CodingMode(mode)
+        method = EntropyMethod(reader.unpack(_U8)[0]) if version == 4 else EntropyMethod.ZSTD
     except ValueError as exc:
         raise CorruptStreamError(str(exc)) from None
+    if version == 4 and method == EntropyMethod.ZSTD:
+        raise CorruptStreamError("a version 4 stream of zstd latents (writers use versions 1 to 3)")
     _check_size(width, height, "image size")
     _check_size(coded_w, coded_h, "coded size")
     model_id, fingerprint = _read_identity(reader, "model")
@@ -225,7 +218,7 @@ def unpack(data: bytes) -> Stream:
         raise CorruptStreamError("alpha flag, colour kind and alpha section disagree")
     has_alpha = bool(flags & FLAG_ALPHA)
     header = Header(
-        kind, mode, width, height, coded_w, coded_h, model_id, fingerprint, has_alpha, denoiser, decoder_noise
+        kind, mode, width, height, coded_w, coded_h, model_id, fingerprint, has_alpha, denoiser, decoder_noise, method
     )
     return Stream(header, params, latents, alpha)
 

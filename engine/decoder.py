@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from latentcodec.engine import bitstream, entropy
+from latentcodec.engine import bitstream
 from latentcodec.engine.batching import batches_by_key
 from latentcodec.engine.bitstream import Header
 from latentcodec.engine.coders import Layout, planes_tensor
+from latentcodec.engine.entropy import latent_stage, zstd
 from latentcodec.engine.errors import LimitError, ModelMismatchError
 from latentcodec.engine.format import ColorKind
 from latentcodec.engine.images import finish
@@ -106,10 +107,11 @@ class Decoder:
         spec = self.session.spec
         denoiser = self._denoiser_pass(header) if denoise and header.denoiser else None
         shape = (spec.latent_channels, *header.latent_size(spec.downsample))
-        planes = entropy.decompress(stream.latents, self.session.coder(header.mode).planes_size(stream.params, shape))
+        size = self.session.coder(header.mode).planes_size(stream.params, shape)
+        planes = latent_stage.decompress(stream.latents, header.entropy, header.mode, size, shape, spec.latent_space)
         alpha = None
         if header.has_alpha:
-            raw = entropy.decompress(stream.alpha, header.width * header.height)
+            raw = zstd.decompress(stream.alpha, header.width * header.height)
             alpha = np.frombuffer(raw, dtype=np.uint8).reshape(header.height, header.width)
         return _DecodeJob(header, stream.params, planes, alpha, denoiser)
 

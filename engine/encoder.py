@@ -10,11 +10,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from latentcodec.engine import bitstream, entropy, latent_refinement, search
+from latentcodec.engine import bitstream, latent_refinement, search
 from latentcodec.engine.batching import batches_by_key
 from latentcodec.engine.bitstream import DenoiserRef, Header, Stream
 from latentcodec.engine.coders import Coder
 from latentcodec.engine.decoder import Decoder
+from latentcodec.engine.entropy import latent_stage, zstd
 from latentcodec.engine.format import ColorKind
 from latentcodec.engine.images import pad_to_multiple
 from latentcodec.engine.intake import PreparedImage
@@ -67,7 +68,7 @@ class Encoder:
                 run = lambda _members, p=prepared: [Result(target(self, p, plan))]  # noqa: E731
                 outcomes.settle(index, isolated([index], run)[index])
         if plan.choose_strength:
-            search.choose_strengths(self.decoder, ready, outcomes, self.pipeline.batch_size)
+            search.choose_strengths(self.decoder, ready, outcomes, self.pipeline.batch_size, plan.options.metric)
 
     def _encode_batches(self, jobs: dict[int, EncodeJob], plan: EncodePlan, outcomes: Outcomes[bytes]) -> None:
         coder = self.session.coder(plan.options.mode)
@@ -130,6 +131,8 @@ class Encoder:
         mode_params = params.get()[row].numpy().tobytes()
         latent_shape = (model.spec.latent_channels, -(-height // down), -(-width // down))
         symbols = planes.get()[row, : coder.planes_size(mode_params, latent_shape)].numpy().tobytes()
+        options, space = plan.options, model.spec.latent_space
+        method = latent_stage.method_for(options.entropy, options.mode, len(symbols), latent_shape, space)
         header = Header(
             kind=job.kind,
             mode=plan.options.mode,
@@ -142,10 +145,11 @@ class Encoder:
             has_alpha=job.alpha is not None,
             denoiser=denoiser,
             noise_level=float(noise.get()[row]) if model.spec.conditioned else None,
+            entropy=method,
         )
-        level = plan.options.level
-        alpha = entropy.compress(job.alpha.tobytes(), level) if job.alpha is not None else b""
-        return bitstream.pack(Stream(header, mode_params, entropy.compress(symbols, level), alpha))
+        alpha = zstd.compress(job.alpha.tobytes(), options.level) if job.alpha is not None else b""
+        payload = latent_stage.compress(symbols, method, latent_shape, space, options.level)
+        return bitstream.pack(Stream(header, mode_params, payload, alpha))
 
 
 def _stack(images: list[torch.Tensor], device: torch.device) -> torch.Tensor:

@@ -38,6 +38,26 @@ class CodingMode(IntEnum):
         return self.name.lower()
 
 
+class EntropyMethod(IntEnum):
+    """How a stream's latent symbols are entropy-coded (its id is stored in version-4 headers)."""
+
+    ZSTD = 0  # one zstd frame of the byte planes (every mode; the only method before version 4)
+    CONTEXT = 1  # an ANS stream under the latent space's context model (uniform int8 symbols)
+
+    @classmethod
+    def parse(cls, name: str | EntropyMethod) -> EntropyMethod:
+        if isinstance(name, EntropyMethod):
+            return name
+        try:
+            return cls[str(name).upper()]
+        except KeyError:
+            raise ValueError(f"unknown entropy method {name!r}; choose context or zstd") from None
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
 class ColorKind(IntEnum):
     """What the decoder hands back: the input's colour model, with alpha only where it was kept."""
 

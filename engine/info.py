@@ -15,6 +15,7 @@ class StreamInfo:
     model: str
     fingerprint: str
     mode: str
+    entropy: str
     width: int
     height: int
     coded_width: int
@@ -43,6 +44,7 @@ def info(data: bytes) -> StreamInfo:
         model=h.model_id,
         fingerprint=h.fingerprint.hex(),
         mode=h.mode.label,
+        entropy=h.entropy.label,
         width=h.width,
         height=h.height,
         coded_width=h.coded_width,

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field, fields
 from numbers import Integral, Real
 from typing import Any
 
-from latentcodec.engine.entropy import DEFAULT_LEVEL
-from latentcodec.engine.format import MAX_PALETTE, MAX_STEP, MIN_STEP, CodingMode
+from latentcodec.engine.entropy.zstd import DEFAULT_LEVEL
+from latentcodec.engine.format import MAX_PALETTE, MAX_STEP, MIN_STEP, CodingMode, EntropyMethod
 
 AUTO = "auto"
+METRICS = ("psnr", "ms-ssim")  # what the encoder's searches maximise (engine/quality.py)
 MAX_DENOISER_STRENGTH = 4.0
 _BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
@@ -47,19 +48,21 @@ def palette_size_for_quality(quality: float) -> int:
 class EncodeOptions:
     """How to encode.
 
-    ``quality`` (0..100) sets the mode's knob unless it is given directly: the uniform ``step`` (latent
-    units, larger is coarser) or the ``palette_size``. ``scalar8`` has no knob. ``scale`` (0, 1] encodes a
-    downscaled image and restores the size on decode. ``alpha`` is ``"keep"`` (stored losslessly) or
-    ``"drop"``. ``level`` is the zstd level. ``target_bpp`` (uniform mode) makes the encoder choose the step
-    and scale itself: the best PSNR it finds within 10% of that many bits per pixel; ``target_psnr`` (dB) the
-    smallest stream whose decoded PSNR reaches it (each try decodes: slower). ``effort`` (uniform mode)
-    is the number of latent-refinement steps through the decoder (0: off; each costs a decoder forward and
-    backward pass). ``denoiser`` names the latent denoiser the stream asks the decoder to run first:
-    ``"auto"`` (the model's default, for the uniform and palette modes: the encoder decodes each stream without
-    it and at three strengths and keeps the best PSNR; none, with a warning, where its weights are not
-    installed), an id such as ``"latent-denoiser"`` or ``"sd-unet"`` (always named, no check), or ``None``.
-    ``denoiser_strength`` (with a named id) is the fraction of the measured quantization noise level the stream
-    records, i.e. how strongly the decoder denoises; by default the denoiser's own.
+    ``quality`` (0..100) sets the mode's knob unless it is given directly: the uniform ``step`` (latent units,
+    larger is coarser) or the ``palette_size``. ``scalar8`` has no knob. ``scale`` (0, 1] encodes a downscaled image
+    and restores the size on decode. ``alpha`` is ``"keep"`` (stored losslessly) or ``"drop"``. ``entropy`` codes
+    the latents with the context model where it applies (uniform int8 symbols of a latent space that has one) or
+    always with zstd; ``level`` is the zstd level. ``target_bpp`` (uniform mode) makes the encoder choose the step
+    and scale itself: the best ``metric`` (``"psnr"`` or ``"ms-ssim"``) it finds within 10% of that many bits per
+    pixel; ``target_psnr`` (dB) the
+    smallest stream whose decoded PSNR reaches it (each try decodes: slower). ``effort`` (uniform mode) is the
+    number of latent-refinement steps through the decoder (0: off; each costs a decoder forward and backward pass).
+    ``denoiser`` names the latent denoiser the stream asks the decoder to run first: ``"auto"`` (the model's
+    default, for the uniform and palette modes: the encoder decodes each stream without it and at three strengths
+    and keeps the best ``metric``; none, with a warning, where its weights are not installed), an id such as
+    ``"latent-denoiser"`` or ``"sd-unet"`` (always named, no check), or ``None``. ``denoiser_strength`` (with a
+    named id) is the fraction of the measured quantization noise level the stream records, i.e. how strongly the
+    decoder denoises; by default the denoiser's own.
     """
 
     mode: CodingMode = field(
@@ -76,12 +79,24 @@ class EncodeOptions:
     alpha: str = field(
         default="keep", metadata=_meta(str, "keep the alpha plane (lossless) or drop it", choices=("keep", "drop"))
     )
+    entropy: EntropyMethod = field(
+        default=EntropyMethod.CONTEXT,
+        metadata=_meta(
+            EntropyMethod.parse,
+            "latent entropy coder: context (uniform int8 symbols with a context model; zstd otherwise) or zstd",
+            choices=tuple(m.label for m in EntropyMethod),
+        ),
+    )
     level: int = field(default=DEFAULT_LEVEL, metadata=_meta(int, "zstd level 1..22"))
     target_bpp: float | None = field(
         default=None, metadata=_meta(float, "choose step and scale to hit this many bits per pixel")
     )
     target_psnr: float | None = field(
         default=None, metadata=_meta(float, "the smallest stream whose decoded PSNR reaches this (dB)")
+    )
+    metric: str = field(
+        default="psnr",
+        metadata=_meta(str, "what target_bpp and the denoiser-strength choice maximise", choices=METRICS),
     )
     effort: int = field(default=0, metadata=_meta(int, "latent refinement steps through the decoder (uniform)"))
     denoiser: str | None = field(
@@ -100,6 +115,7 @@ class EncodeOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", CodingMode.parse(self.mode))
+        object.__setattr__(self, "entropy", EntropyMethod.parse(self.entropy))
         if self.denoiser in ("none", ""):
             object.__setattr__(self, "denoiser", None)
         self._check_types()
@@ -129,7 +145,7 @@ class EncodeOptions:
         """Each value of the type its field declares (numbers as Python numbers); ValueError otherwise."""
         for option in fields(self):
             value, parse = getattr(self, option.name), option.metadata["parse"]
-            if (value is None and "None" in str(option.type)) or parse is CodingMode.parse:
+            if (value is None and "None" in str(option.type)) or parse in (CodingMode.parse, EntropyMethod.parse):
                 continue
             if parse in (int, float) and isinstance(value, Real) and not isinstance(value, bool):
                 if parse is int and not isinstance(value, Integral):
@@ -146,6 +162,8 @@ class EncodeOptions:
                 raise ValueError(f"{_LABELS.get(name, name)} must be in {bracket}{lo}, {hi}], got {value}")
         if self.alpha not in ("keep", "drop"):
             raise ValueError(f"alpha must be 'keep' or 'drop', got {self.alpha!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
 
     def _check_mode_rules(self) -> None:
         uniform = self.mode is CodingMode.UNIFORM

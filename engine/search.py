@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from latentcodec.engine import bitstream
+from latentcodec.engine import bitstream, quality, stream_edits
 from latentcodec.engine.format import MAX_STEP
-from latentcodec.engine.images import psnr, to_array
+from latentcodec.engine.images import to_array
 from latentcodec.engine.intake import PreparedImage
 from latentcodec.engine.pipeline import Outcomes
 from latentcodec.engine.plan import EncodePlan
@@ -77,25 +77,25 @@ def coarsest_step_reaching(quality_of: Callable[[float], float], target: float) 
 @dataclass(frozen=True)
 class Candidate:
     data: bytes
-    psnr: float
+    score: float  # of its decoded image under the search's metric (higher is better)
 
 
 def choose(candidates: list[Candidate], budget: float) -> bytes:
-    """The best-PSNR candidate within the tolerance of the budget, else the one closest to it."""
+    """The best-scoring candidate within the tolerance of the budget, else the one closest to it."""
     within = [c for c in candidates if abs(len(c.data) - budget) <= TOLERANCE * budget]
     pool = within or [min(candidates, key=lambda c: abs(len(c.data) - budget))]
-    return max(pool, key=lambda c: c.psnr).data
+    return max(pool, key=lambda c: c.score).data
 
 
 def to_rate(encoder: Encoder, prepared: PreparedImage, plan: EncodePlan) -> bytes:
-    """The best-PSNR stream within 10% of ``target_bpp`` over the candidate scales and steps."""
+    """The best stream under ``metric`` within 10% of ``target_bpp`` over the candidate scales and steps."""
     height, width = prepared.rgb.shape[1:]
     budget = plan.options.target_bpp * width * height / 8
     reference = to_array(prepared.rgb)
     candidates = []
     for stream in _streams_at_scales(encoder, prepared, plan):
         data = stream(finest_step_within(lambda step, stream=stream: len(stream(step)), budget))
-        candidates.append(_candidate(encoder.decoder, data, reference, plan))
+        candidates.append(_candidate(encoder.decoder, data, reference, plan, plan.options.metric))
     return choose(candidates, budget)
 
 
@@ -108,13 +108,13 @@ def to_quality(encoder: Encoder, prepared: PreparedImage, plan: EncodePlan) -> b
 
         @cache
         def quality(step: float, stream=stream) -> float:
-            tried.append(_candidate(encoder.decoder, stream(step), reference, plan))
-            return tried[-1].psnr
+            tried.append(_candidate(encoder.decoder, stream(step), reference, plan, "psnr"))
+            return tried[-1].score
 
         step = coarsest_step_reaching(quality, plan.options.target_psnr)
         if step is not None:
             reached.append(stream(step))
-    return min(reached, key=len) if reached else max(tried, key=lambda c: c.psnr).data
+    return min(reached, key=len) if reached else max(tried, key=lambda c: c.score).data
 
 
 def _streams_at_scales(
@@ -132,29 +132,29 @@ def _streams_at_scales(
         ))  # fmt: skip
 
 
-def _candidate(decoder: Decoder, data: bytes, reference, plan: EncodePlan) -> Candidate:
-    """A stream and the PSNR of its decoded image. Under ``"auto"`` it is decoded without the denoiser: the
-    strength chosen afterwards decodes at least as well, so a PSNR target reached here holds."""
+def _candidate(decoder: Decoder, data: bytes, reference, plan: EncodePlan, metric: str) -> Candidate:
+    """A stream and the ``metric`` of its decoded image. Under ``"auto"`` it is decoded without the denoiser: the
+    strength chosen afterwards decodes at least as well, so a target reached here holds."""
     decoded = decoder.tensors([data], denoise=not plan.choose_strength)[0]
-    return Candidate(data, psnr(reference, to_array(decoded)))
+    return Candidate(data, quality.score(metric, reference, to_array(decoded)))
 
 
 def strength_variants(data: bytes) -> list[bytes]:
     """``data`` without its denoiser, then with it at each of :data:`STRENGTHS` (``data`` must name one)."""
     level = bitstream.unpack(data).header.denoiser.noise_level
-    return [bitstream.without_denoiser(data), *(bitstream.with_noise_level(data, s * level) for s in STRENGTHS)]
+    return [stream_edits.without_denoiser(data), *(stream_edits.with_noise_level(data, s * level) for s in STRENGTHS)]
 
 
-def best_variant(reference: torch.Tensor, decoded: Sequence[torch.Tensor]) -> int:
-    """Index of the decode of :func:`strength_variants` with the best PSNR against ``reference`` (ties: the
+def best_variant(reference: torch.Tensor, decoded: Sequence[torch.Tensor], metric: str = "psnr") -> int:
+    """Index of the decode of :func:`strength_variants` with the best ``metric`` against ``reference`` (ties: the
     first, the stream without the denoiser)."""
     pixels = to_array(reference)
-    scores = [psnr(pixels, to_array(image)) for image in decoded]
+    scores = [quality.score(metric, pixels, to_array(image)) for image in decoded]
     return scores.index(max(scores))
 
 
 def choose_strengths(
-    decoder: Decoder, ready: dict[int, PreparedImage], outcomes: Outcomes[bytes], batch_size: int
+    decoder: Decoder, ready: dict[int, PreparedImage], outcomes: Outcomes[bytes], batch_size: int, metric: str
 ) -> None:
     """Revise each encoded stream to its best :func:`strength_variants`, decoding a batch of variants at a time."""
     encoded = [i for i in ready if outcomes[i].ok]
@@ -170,5 +170,5 @@ def choose_strengths(
             if failed := next((r for r in tried if not r.ok), None):
                 outcomes.revise(i, failed)  # a stream we cannot decode is no result
                 continue
-            best = best_variant(ready[i].rgb, [r.value.rgb for r in tried])
+            best = best_variant(ready[i].rgb, [r.value.rgb for r in tried], metric)
             outcomes.revise(i, Result(choices[n][best]))

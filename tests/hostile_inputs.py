@@ -8,8 +8,9 @@ import struct
 import numpy as np
 from PIL import Image
 
-from latentcodec.engine import bitstream, entropy
+from latentcodec.engine import bitstream
 from latentcodec.engine.bitstream import DenoiserRef, Header, Stream
+from latentcodec.engine.entropy import zstd
 from latentcodec.engine.format import CodingMode, ColorKind
 
 
@@ -28,7 +29,7 @@ def declared_stream(
         ColorKind.RGB, CodingMode.UNIFORM, width, height, width, height, model_id, fingerprint, False, denoiser
     )
     params = struct.pack("<fB", 1.0, 1)
-    return bitstream.pack(Stream(header, params, entropy.compress(bytes(size), 3)))
+    return bitstream.pack(Stream(header, params, zstd.compress(bytes(size), 3)))
 
 
 def dds_file() -> bytes:

@@ -1,5 +1,8 @@
 """Kodak streams pinned across refactors: each case's stream must stay byte for byte what it was.
 
+The cases written before the context entropy method existed (``CASES``) are encoded with ``entropy="zstd"``:
+their pins are the original ones, so zstd streams are still written exactly as they were.
+
 ``python -m tests.stream_fixtures`` rewrites ``fixtures/kodak_streams.json`` (only when the bitstream is meant to
 change, and say so in the commit). The denoiser the streams name is a seeded random stand-in, written here, so the
 pinned bytes do not depend on which trained denoiser a machine has installed.
@@ -51,6 +54,13 @@ CASES: tuple[tuple[str, int, tuple[int, int, int, int], str, dict], ...] = (
     ("effort", 21, (200, 200, 264, 264), "RGB", {"step": 1.0, "effort": 3, "denoiser": None}),
     ("effort-named", 21, (200, 200, 264, 264), "RGB", {"step": 2.0, "effort": 2, "denoiser": "latent-denoiser"}),
 )
+# written with the default entropy method (context where it applies), pinned when it arrived
+CONTEXT_CASES: tuple[tuple[str, int, tuple[int, int, int, int], str, dict], ...] = (
+    ("context-default", 23, (300, 200, 428, 296), "RGB", {}),
+    ("context-step2-named", 5, (100, 100, 196, 164), "RGB", {"step": 2.0, "denoiser": "latent-denoiser"}),
+    ("context-odd-greyscale", 8, (200, 100, 337, 221), "L", {"step": 1.5}),
+    ("context-target-bpp", 19, (300, 300, 396, 396), "RGB", {"target_bpp": 0.3, "denoiser": None}),
+)
 
 
 def case_image(kodak: Path, index: int, box: tuple[int, int, int, int], mode: str) -> Image.Image:
@@ -83,7 +93,8 @@ def stream_digests(kodak: Path) -> dict[str, dict]:
 
     codec = latentcodec.Codec("taef2", device="cpu")
     digests = {}
-    for name, index, box, mode, options in CASES:
+    cases = [(*case[:4], {"entropy": "zstd", **case[4]}) for case in CASES] + list(CONTEXT_CASES)
+    for name, index, box, mode, options in cases:
         data = codec.encode(case_image(kodak, index, box, mode), **options)
         denoiser = latentcodec.info(data).denoiser
         digests[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "denoiser": denoiser}

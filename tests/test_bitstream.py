@@ -18,7 +18,7 @@ from latentcodec.engine.errors import (
     TruncatedStreamError,
     UnsupportedVersionError,
 )
-from latentcodec.engine.format import CodingMode, ColorKind
+from latentcodec.engine.format import CodingMode, ColorKind, EntropyMethod
 
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -59,7 +59,7 @@ def test_specific_errors():
     with pytest.raises(ChecksumError):
         bitstream.unpack(data[:-1] + bytes([data[-1] ^ 1]))
     with pytest.raises(UnsupportedVersionError):
-        bitstream.unpack(data[:4] + b"\x04" + data[5:])
+        bitstream.unpack(data[:4] + b"\x05" + data[5:])
     with pytest.raises(CorruptStreamError, match="outside the supported range"):
         huge = bitstream.pack(Stream(_header(width=70000, coded_width=70000), b"p", b"l"))
         bitstream.unpack(huge)
@@ -71,9 +71,10 @@ def test_specific_errors():
 def small_streams(kodak_crop):
     crop = kodak_crop.crop((0, 0, 24, 16))
     rgba = crop.convert("RGBA")
-    return [latentcodec.encode(crop, mode=mode) for mode in ("scalar8", "uniform", "palette")] + [
-        latentcodec.encode(rgba, mode="uniform")
-    ]
+    streams = [latentcodec.encode(crop, mode=mode) for mode in ("scalar8", "uniform", "palette")]
+    streams += [latentcodec.encode(rgba, mode="uniform"), latentcodec.encode(crop, entropy="zstd")]
+    assert [s[4] == 4 for s in streams] == [False, True, False, True, False]  # context-coded: version 4
+    return streams
 
 
 @FUZZ
@@ -162,3 +163,20 @@ def test_version_3_carries_the_decoders_noise_level():
         bitstream.unpack(_reseal(plain[:4] + b"\x03" + plain[5:-4]))
     with pytest.raises(CorruptStreamError, match="unknown flags"):  # and only version 3 may
         bitstream.unpack(_reseal(conditioned[:4] + b"\x02" + conditioned[5:-4]))
+
+
+def test_version_4_names_the_entropy_method():
+    plain = bitstream.pack(Stream(_header(), b"p", b"l"))
+    context = _header(entropy=EntropyMethod.CONTEXT)
+    data = bitstream.pack(Stream(context, b"p", b"l"))
+    assert data[4] == 4 and data[5] == 0 and len(data) == len(plain) + 1
+    assert bitstream.unpack(data).header == context
+    for extra in ({"noise_level": 0.5}, {"denoiser": bitstream.DenoiserRef("d", b"12345678", 0.25)}):
+        header = _header(entropy=EntropyMethod.CONTEXT, **extra)
+        assert bitstream.unpack(bitstream.pack(Stream(header, b"p", b"l"))).header == header
+    method_at = bitstream._FIXED.size
+    with pytest.raises(CorruptStreamError, match="zstd latents"):  # zstd streams are written as versions 1-3
+        bitstream.unpack(_reseal(data[:method_at] + b"\x00" + data[method_at + 1 : -4]))
+    with pytest.raises(CorruptStreamError, match="EntropyMethod"):
+        bitstream.unpack(_reseal(data[:method_at] + b"\x07" + data[method_at + 1 : -4]))
+    assert bitstream.unpack(plain).header.entropy == EntropyMethod.ZSTD

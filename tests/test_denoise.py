@@ -11,7 +11,7 @@ from PIL import Image
 
 import latentcodec
 from latentcodec.bench.metrics import psnr
-from latentcodec.engine import bitstream, search
+from latentcodec.engine import bitstream, search, stream_edits
 from latentcodec.engine.coders import PaletteCoder
 from latentcodec.engine.denoise import latent_denoiser, registry
 from latentcodec.engine.denoise.latent_denoiser import LatentDenoiser
@@ -168,7 +168,7 @@ def test_streams_name_the_denoiser_they_were_encoded_for(denoised_stream, kodak_
     assert details.denoiser == "latent-denoiser" and details.version == 2 and details.noise_level > 0.1
     assert latentcodec.info(latentcodec.encode(kodak_crop, model="taef2", mode="scalar8")).denoiser is None
     assert latentcodec.info(latentcodec.encode(kodak_crop, model="taef2", step=2.0, denoiser=None)).version == 1
-    assert bitstream.without_denoiser(denoised_stream) == latentcodec.encode(
+    assert stream_edits.without_denoiser(denoised_stream) == latentcodec.encode(
         kodak_crop, model="taef2", step=2.0, denoiser=None
     )
 
@@ -195,7 +195,7 @@ def test_a_named_denoiser_records_its_default_strength_unless_told_otherwise(kod
     assert latentcodec.info(named).noise_level == pytest.approx(default * measured, rel=1e-3)
     stronger = codec.encode(kodak_crop, denoiser_strength=0.8, **options)
     assert latentcodec.info(stronger).noise_level == pytest.approx(0.8 * measured, rel=1e-3)
-    assert bitstream.without_denoiser(stronger) == bitstream.without_denoiser(named)  # the same symbols
+    assert stream_edits.without_denoiser(stronger) == stream_edits.without_denoiser(named)  # the same symbols
     assert not np.array_equal(as_array(codec.decode(stronger)), as_array(codec.decode(named)))
 
 
@@ -215,10 +215,10 @@ def test_denoiser_strength_is_checked(kodak_crop, options, message):
 
 def test_a_noise_level_can_be_rewritten_only_in_a_stream_that_names_a_denoiser(denoised_stream, kodak_crop):
     level = latentcodec.info(denoised_stream).noise_level
-    assert bitstream.with_noise_level(denoised_stream, level) == denoised_stream
-    assert latentcodec.info(bitstream.with_noise_level(denoised_stream, 0.25)).noise_level == 0.25
+    assert stream_edits.with_noise_level(denoised_stream, level) == denoised_stream
+    assert latentcodec.info(stream_edits.with_noise_level(denoised_stream, 0.25)).noise_level == 0.25
     with pytest.raises(ValueError, match="names no denoiser"):
-        bitstream.with_noise_level(latentcodec.encode(kodak_crop, model="taef2", step=2.0, denoiser=None), 0.25)
+        stream_edits.with_noise_level(latentcodec.encode(kodak_crop, model="taef2", step=2.0, denoiser=None), 0.25)
 
 
 def test_auto_drops_a_denoiser_that_hurts(kodak_crop, monkeypatch):

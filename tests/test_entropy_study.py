@@ -1,29 +1,30 @@
-"""The entropy-coder comparison: every method codes real bytes, and the bound is a bound."""
+"""The entropy bench: every method codes real bytes, the bound is a bound, the summary adds up."""
 
 import numpy as np
+import pytest
 
 from latentcodec.bench import entropy
 
 
-def test_methods_on_laplace_symbols():
-    rng = np.random.default_rng(0)
-    values = np.clip(np.round(rng.laplace(0, 2.0, size=(4, 32, 32))), -127, 127).astype(np.int32)
-    dictionary = entropy.train_dictionary([np.roll(values, k, axis=2) for k in range(1, 20)], size=4096)
-    sizes = entropy.compare(values, dictionary)
-    assert set(sizes) == {"zstd", "zstd per channel", "ans laplace per channel", "order-0 entropy per channel",
-                          "zstd + dictionary"}  # fmt: skip
-    bound = sizes["order-0 entropy per channel"]
-    assert 0 < bound < sizes["zstd"] < values.size  # i.i.d. Laplace: zstd is below 8 bits, above the entropy
-    assert bound * 0.95 < sizes["ans laplace per channel"] < bound * 1.1  # the right model codes near the entropy
+def test_order0_bound_of_known_symbols():
+    values = np.array([[0, 0, 1, 1], [5, 5, 5, 5]], dtype=np.int8)  # channel 0: 1 bit each, channel 1: nothing
+    assert entropy.order0_bytes(values) == pytest.approx(4 / 8)
 
 
-def test_ans_model_decodes_back():
-    import constriction
+def test_compare_codes_real_latents(codec, kodak_crop):
+    rgb = entropy.torch.from_numpy(np.array(kodak_crop)).permute(2, 0, 1).float() / 255
+    symbols = entropy.symbols_at(codec, rgb, 0.5, 1.0)
+    assert symbols.shape == (32, -(-round(kodak_crop.height / 2) // 8), -(-round(kodak_crop.width / 2) // 8))
+    sizes = entropy.compare(symbols)
+    assert 0 < sizes["context"] < sizes["zstd"]
+    assert sizes["order0"] < sizes["zstd"]
 
-    values = np.array([[[0, 1, -2], [3, 0, 0]]], dtype=np.int32)
-    assert entropy.laplace_ans_bytes(values) >= 4 + 4
-    model = constriction.stream.model.QuantizedLaplace(-5, 5)
-    coder = constriction.stream.stack.AnsCoder()
-    means, scales = np.zeros(6), np.ones(6)
-    coder.encode_reverse(values.reshape(-1), model, means, scales)
-    assert np.array_equal(coder.decode(model, means, scales), values.reshape(-1))
+
+def test_summary_totals_per_target():
+    rows = [
+        {"image": "a", "target": 0.1, "scale": 0.5, "step": 1.0, "zstd": 100, "context": 60, "order0": 90},
+        {"image": "b", "target": 0.1, "scale": 0.35, "step": 2.0, "zstd": 300, "context": 240, "order0": 280},
+    ]
+    (row,) = entropy.summary(rows)
+    assert row["zstd"] == 200 and row["context"] == 150 and row["scale"] == pytest.approx(0.425)
+    assert row["saving"] == pytest.approx(0.25) and row["saving_order0"] == pytest.approx(0.075)

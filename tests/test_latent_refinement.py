@@ -5,7 +5,7 @@ import torch
 
 import latentcodec
 from latentcodec.bench.metrics import psnr
-from latentcodec.engine import bitstream, latent_refinement
+from latentcodec.engine import latent_refinement, stream_edits
 from tests.conftest import as_array
 
 
@@ -37,9 +37,9 @@ def test_refinement_gives_a_better_picture_at_the_same_step(codec, kodak_crop):
 def test_auto_refines_for_the_decoder_alone_and_then_chooses_the_strength(codec, kodak_crop):
     alone = codec.encode(kodak_crop, mode="uniform", step=2.0, effort=4, denoiser=None)
     auto = codec.encode(kodak_crop, mode="uniform", step=2.0, effort=4)
-    assert (bitstream.without_denoiser(auto) if latentcodec.info(auto).denoiser else auto) == alone
+    assert (stream_edits.without_denoiser(auto) if latentcodec.info(auto).denoiser else auto) == alone
     named = codec.encode(kodak_crop, mode="uniform", step=2.0, effort=4, denoiser="latent-denoiser")
-    assert bitstream.without_denoiser(named) != alone  # a named denoiser is refined through
+    assert stream_edits.without_denoiser(named) != alone  # a named denoiser is refined through
 
 
 def test_effort_is_validated(codec, kodak_crop):

@@ -97,3 +97,34 @@ def test_bad_targets_are_refused(codec, photo):
     ):
         with pytest.raises(ValueError):
             codec.encode(photo, **options)
+
+
+def test_the_metric_decides_between_the_same_candidates(photo):
+    """``metric`` only changes which candidate wins: without a denoiser both searches try the same streams, so
+    each choice is at least as good as the other's under its own metric."""
+    from latentcodec.engine.images import psnr
+    from latentcodec.engine.quality import ms_ssim
+
+    reference = as_array(photo)
+    chosen = {m: latentcodec.encode(photo, target_bpp=0.3, metric=m, denoiser=None) for m in ("psnr", "ms-ssim")}
+    decoded = {m: as_array(latentcodec.decode(data)) for m, data in chosen.items()}
+    assert ms_ssim(reference, decoded["ms-ssim"]) >= ms_ssim(reference, decoded["psnr"])
+    assert psnr(reference, decoded["psnr"]) >= psnr(reference, decoded["ms-ssim"])
+    for data in chosen.values():
+        assert abs(8 * len(data) / (photo.width * photo.height) - 0.3) <= 0.3 * search.TOLERANCE
+
+
+def test_metric_scores():
+    import numpy as np
+
+    from latentcodec.engine import quality
+
+    rng = np.random.default_rng(0)
+    for size in (64, 200):  # SSIM below MS-SSIM's minimum side, MS-SSIM above it
+        image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        noisy = np.clip(image + rng.normal(0, 20, image.shape), 0, 255).astype(np.uint8)
+        assert quality.score("ms-ssim", image, image) == pytest.approx(1.0)
+        assert 0 < quality.score("ms-ssim", image, noisy) < 0.99
+    assert quality.score("psnr", image, noisy) < 30
+    with pytest.raises(ValueError, match="metric must be one of"):
+        latentcodec.EncodeOptions(metric="lpips")

@@ -26,6 +26,18 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: Any, skip: t
     parser.add_argument("--cache", type=Path, default=None, help="keep the encoded images here between runs")
 
 
+def printer(log_file: Path | None) -> Callable[[str], None]:
+    """A log function: prints each line, and appends it to ``log_file`` when one is given."""
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+        if log_file:
+            with log_file.open("a") as handle:
+                handle.write(line + "\n")
+
+    return log
+
+
 def cached(
     cache: Path | None, recipe: dict, make: Callable[[], list[list[S]]], sample: Callable[..., S]
 ) -> list[list[S]]:

@@ -32,7 +32,7 @@ from latentcodec.engine.coders.palette_fit import dither_indices
 from latentcodec.engine.images import image_files, pad_to_multiple, psnr, to_array
 from latentcodec.engine.models import load_model
 from latentcodec.engine.models.conditioned_decoder import ConditionedTinyDecoder
-from latentcodec.training.common import add_config_arguments, cached
+from latentcodec.training.common import add_config_arguments, cached, printer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -322,13 +322,6 @@ def main(argv: list[str] | None = None) -> None:
     add_config_arguments(parser, TrainConfig(Path()), skip=("output",))
     parser.add_argument("--log", type=Path, help="append the log here too")
     args = vars(parser.parse_args(argv))
-    log_path = args.pop("log")
-
-    def log(line: str) -> None:
-        print(line, flush=True)
-        if log_path:
-            with log_path.open("a") as handle:
-                handle.write(line + "\n")
-
+    log = printer(args.pop("log"))
     args["folders"] = tuple(args["folders"])
     train(TrainConfig(**args), log)

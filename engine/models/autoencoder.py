@@ -25,6 +25,7 @@ class ModelSpec:
     shift_factor: float = 0.0
     description: str = ""
     conditioned: bool = False  # the decoder takes each image's quantization noise level (streams record it)
+    latent_space: str = ""  # shared by models with one encoder: picks the entropy stage's context model
 
 
 class LatentAutoencoder(nn.Module):

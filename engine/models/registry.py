@@ -57,7 +57,14 @@ MODELS: Registry[RegisteredModel, LatentAutoencoder] = Registry(
     "model",
     {
         "taef2": RegisteredModel(
-            ModelSpec("taef2", 32, 8, (0.0, 1.0), description="Tiny autoencoder for the FLUX.2 latent space"),
+            ModelSpec(
+                "taef2",
+                32,
+                8,
+                (0.0, 1.0),
+                description="Tiny autoencoder for the FLUX.2 latent space",
+                latent_space="flux2",
+            ),
             lambda spec, _source: load_tiny(spec, TAEF2_FILES, midblock=True),
         ),
         "taef2-q": RegisteredModel(
@@ -68,6 +75,7 @@ MODELS: Registry[RegisteredModel, LatentAutoencoder] = Registry(
                 (0.0, 1.0),
                 description="TAEF2 with its decoder fine-tuned for quantized latents, told their noise level",
                 conditioned=True,
+                latent_space="flux2",
             ),
             lambda spec, _source: load_tiny_conditioned(
                 spec, TAEF2_FILES["encoder"], TAEF2Q_DECODER, TAEF2Q_DECODER_SHA256
