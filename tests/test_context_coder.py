@@ -169,3 +169,12 @@ def test_palette_and_scalar8_streams_keep_zstd(codec, kodak_crop):
 
     for options in ({"mode": "palette", "palette_size": 16}, {"mode": "scalar8"}):
         assert latentcodec.info(codec.encode(kodak_crop, denoiser=None, **options)).entropy == "zstd"
+
+
+def test_the_encoders_block_size_changes_no_byte(model, monkeypatch):
+    """The encoder computes contexts block by block (bounded memory); any block size gives the same payload."""
+    symbols = laplace_symbols(11, (32, 9, 13), 1.5)
+    whole = context_coder.encode(symbols, model)
+    monkeypatch.setattr(context_coder, "BLOCK", 5)
+    assert len(context_coder._blocks(np.sort((2 * np.arange(9)[:, None] + np.arange(13)).ravel()))) > 5
+    assert context_coder.encode(symbols, model) == whole

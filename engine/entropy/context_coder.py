@@ -9,6 +9,8 @@ words, little-endian.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 
 from latentcodec.engine.entropy.context_model import (
@@ -21,6 +23,32 @@ from latentcodec.engine.entropy.context_model import (
 )
 from latentcodec.engine.errors import CorruptStreamError
 
+BLOCK = 4096  # positions whose contexts the encoder computes at once (bounded memory at any image size)
+
+
+def _blocks(wavefront_of: np.ndarray) -> list[slice]:
+    """Runs of about ``BLOCK`` positions (sorted by wavefront) that start and end on wavefront boundaries."""
+    edges = np.flatnonzero(np.diff(wavefront_of)) + 1
+    cuts = edges[np.diff(np.concatenate([[0], edges // BLOCK])) > 0]
+    bounds = [0, *cuts.tolist(), len(wavefront_of)]
+    return [slice(a, b) for a, b in pairwise(bounds)]
+
+
+def _runs(model: ContextModel, grid: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """The (table, residuals) runs of these positions' symbols, in decode order."""
+    steps, keys, residuals = [], [], []
+    for group in range(model.groups):
+        centre, key = model.contexts(grid, rows, cols, group)
+        symbols = grid[model.group_channels(group), rows + 1, cols + 1]
+        steps.append(np.broadcast_to(((2 * rows + cols) * model.groups + group)[None], key.shape).ravel())
+        keys.append(key.ravel())
+        residuals.append((symbols - centre + RADIUS).ravel())
+    step, key, residual = np.concatenate(steps), np.concatenate(keys), np.concatenate(residuals)
+    order = np.lexsort((key, step))  # stable: channel, then row, within a step's table
+    step, key, residual = step[order], key[order], residual[order].astype(np.int32)
+    starts = np.flatnonzero(np.concatenate([[True], (np.diff(step) != 0) | (np.diff(key) != 0)]))
+    return [(int(key[a]), residual[a:b]) for a, b in zip(starts, [*starts[1:], len(key)], strict=True)]
+
 
 def encode(symbols: np.ndarray, model: ContextModel) -> bytes:
     """Code int8-range symbols ``[C, H, W]`` (C the model's channels)."""
@@ -28,23 +56,13 @@ def encode(symbols: np.ndarray, model: ContextModel) -> bytes:
 
     h, w = symbols.shape[1:]
     grid = padded_grid(symbols)
-    rows, cols = np.divmod(np.arange(h * w), w)
-    steps, keys, residuals = [], [], []
-    for group in range(model.groups):
-        channels = model.group_channels(group)
-        centre, key = model.contexts(grid, rows, cols, group)
-        steps.append(np.broadcast_to(((2 * rows + cols) * model.groups + group)[None], key.shape).ravel())
-        keys.append(key.ravel())
-        residuals.append((symbols[channels].reshape(-1, h * w) - centre + RADIUS).ravel())
-    step, key, residual = np.concatenate(steps), np.concatenate(keys), np.concatenate(residuals)
-    order = np.lexsort((key, step), axis=0)  # stable: channel, then row, within a step's table
-    step, key, residual = step[order], key[order], residual[order].astype(np.int32)
-    boundaries = np.flatnonzero((np.diff(step) != 0) | (np.diff(key) != 0)) + 1
-    starts = np.concatenate([[0], boundaries])
-    ends = np.concatenate([boundaries, [len(key)]])
+    wavefront_of = (2 * np.arange(h)[:, None] + np.arange(w)[None]).ravel()
+    by_wavefront = np.argsort(wavefront_of, kind="stable")  # decode order: rows ascending within a wavefront
     coder, models = constriction.stream.stack.AnsCoder(), model.categoricals
-    for start, end in zip(starts[::-1], ends[::-1], strict=True):
-        coder.encode_reverse(residual[start:end], models[key[start]])
+    for block in reversed(_blocks(wavefront_of[by_wavefront])):  # a stack: the last symbols go in first
+        rows, cols = np.divmod(by_wavefront[block], w)
+        for table, residuals in reversed(_runs(model, grid, rows, cols)):
+            coder.encode_reverse(residuals, models[table])
     return coder.get_compressed().astype("<u4").tobytes()
 
 

@@ -37,6 +37,7 @@ ALPHABET = 2 * RADIUS + 1
 SYMBOL_MAX = 127
 NEIGHBOURS = 4  # west, north, north-west, north-east
 ACTIVITIES = 2 * NEIGHBOURS + 1  # own channel's |neighbours|, all channels' sums, earlier groups' co-located sum
+EXACT_FLOAT = 1 << 52  # float64 sums of integers below this are exact in any order
 PRECISION = 24  # bits of the probability tables (constriction's default for its stream coders)
 
 
@@ -90,7 +91,7 @@ class ContextModel:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Centres and table keys ``[Cg, n]`` of the symbols of ``group`` at positions ``(rows, cols)``.
 
-        ``padded`` is the int64 symbol grid ``[C, H + 1, W + 2]`` (a zero row above, zero columns either side)
+        ``padded`` is the int16 symbol grid ``[C, H + 1, W + 2]`` (a zero row above, zero columns either side)
         holding at least every symbol coded before these; later symbols may be present (the encoder's case)
         since no weight reads them."""
         channels = self.group_channels(group)
@@ -142,9 +143,9 @@ def wavefronts(height: int, width: int) -> int:
 
 
 def padded_grid(symbols: np.ndarray) -> np.ndarray:
-    """``[C, H, W]`` -> int64 ``[C, H + 1, W + 2]`` with a zero row above and zero columns either side."""
+    """``[C, H, W]`` -> int16 ``[C, H + 1, W + 2]`` with a zero row above and zero columns either side."""
     c, h, w = symbols.shape
-    grid = np.zeros((c, h + 1, w + 2), dtype=np.int64)
+    grid = np.zeros((c, h + 1, w + 2), dtype=np.int16)
     grid[:, 1:, 1:-1] = symbols
     return grid
 
@@ -164,4 +165,7 @@ def load(path: Path) -> ContextModel:
         raise WeightsMismatchError(f"{path} is not a context model this version reads: {exc}") from None
     if (model.frequencies.sum(1) != 1 << PRECISION).any() or model.frequencies.shape[1] != ALPHABET:
         raise WeightsMismatchError(f"{path}: probability tables are not {PRECISION}-bit distributions")
+    on_symbols = np.concatenate([model.mean_weights[:, None], model.hidden_weights[..., :-ACTIVITIES]], 1)
+    if np.abs(on_symbols).sum(-1).max() * SYMBOL_MAX >= EXACT_FLOAT:
+        raise WeightsMismatchError(f"{path}: weights too large for exact float64 products")
     return model
