@@ -109,7 +109,8 @@ def cmd_rd(args: argparse.Namespace) -> int:
     with progress_bar(steps, "rate-distortion") as bar:
         points = rd.evaluate(images, make_codec(args), classic, latent, progress=bar.update)
     curves = rd.mean_curves(points)
-    table = rd.bd_table(curves)
+    bpp_range = tuple(args.bd_range)
+    table = rd.bd_table(curves, bpp_range=bpp_range)
     print(f"{len(images)} images from {folder}; mean over images per setting\n")
     for codec, curve in curves.items():
         print(
@@ -122,7 +123,8 @@ def cmd_rd(args: argparse.Namespace) -> int:
     if misses is not None:
         print(f"\nrate control: worst miss {100 * max(misses.values()):.1f}% of the target ({misses})")
     print()
-    print(rd.format_bd_table(table))
+    print(rd.format_bd_table(table, bpp_range))
+    print(rd.learned_metrics_note())
     if args.json:
         rd.write_json(Path(args.json), points, curves, table)
     if args.plot:
@@ -337,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     rdp = sub.add_parser("rd", help="rate-distortion sweep against JPEG, WebP and AVIF, with BD-rates and plots")
     add_image_set(rdp)
     rdp.add_argument("--targets", type=float, nargs="+", help="add a rate-controlled curve at these bpp")
+    rdp.add_argument("--bd-range", type=float, nargs=2, default=[0.1, 0.5], help="bpp range of the BD-rates")
     rdp.add_argument(
         "--rate-metrics", nargs="+", choices=["ms-ssim"], help="with --targets: also rate-controlled curves by these"
     )

@@ -227,6 +227,19 @@ def plot(curves: dict[str, list[dict]], path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
+def learned_metrics_note() -> str:
+    """Why LPIPS and DISTS are not in the table: their network weights must be on this machine (piq looks in
+    torch hub's cache) and nothing here downloads them."""
+    import importlib.util
+
+    import torch
+
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    if importlib.util.find_spec("piq") is None or not any(cache.glob("*lpips*")):
+        return f"LPIPS/DISTS: skipped, their weights are not on this machine (piq and {cache})"
+    return "LPIPS/DISTS: weights found but not wired into the sweep yet"
+
+
 def write_json(path: Path, points: Sequence[RDPoint], curves: dict, table: list[dict]) -> None:
     payload = {"curves": curves, "bd_rates": table, "points": [asdict(p) for p in points]}
     Path(path).write_text(json.dumps(payload, indent=2))
