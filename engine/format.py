@@ -17,7 +17,30 @@ MIN_STEP, MAX_STEP = 1e-3, 64.0  # uniform quantization steps a stream may carry
 MAX_PALETTE = 4096
 
 
-class CodingMode(IntEnum):
+class _NamedId(IntEnum):
+    """An id stored in the header that users name in lower case (``parse`` raises ValueError for others)."""
+
+    @classmethod
+    def parse(cls, name: str | _NamedId) -> _NamedId:
+        if isinstance(name, cls):
+            return name
+        try:
+            return cls[str(name).upper()]
+        except KeyError:
+            choices = ", ".join(member.label for member in cls)
+            raise ValueError(f"unknown {cls.what()} {name!r}; choose {choices}") from None
+
+    @classmethod
+    def what(cls) -> str:
+        """What users call the id, for messages."""
+        return cls.__name__
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class CodingMode(_NamedId):
     """How a stream's latents were quantized (its id is stored in the header)."""
 
     SCALAR8 = 0
@@ -25,37 +48,19 @@ class CodingMode(IntEnum):
     PALETTE = 2
 
     @classmethod
-    def parse(cls, name: str | CodingMode) -> CodingMode:
-        if isinstance(name, CodingMode):
-            return name
-        try:
-            return cls[str(name).upper()]
-        except KeyError:
-            raise ValueError(f"unknown mode {name!r}; choose scalar8, uniform or palette") from None
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
+    def what(cls) -> str:
+        return "mode"
 
 
-class EntropyMethod(IntEnum):
+class EntropyMethod(_NamedId):
     """How a stream's latent symbols are entropy-coded (its id is stored in version-4 headers)."""
 
     ZSTD = 0  # one zstd frame of the byte planes (every mode; the only method before version 4)
     CONTEXT = 1  # an ANS stream under the latent space's context model (uniform int8 symbols)
 
     @classmethod
-    def parse(cls, name: str | EntropyMethod) -> EntropyMethod:
-        if isinstance(name, EntropyMethod):
-            return name
-        try:
-            return cls[str(name).upper()]
-        except KeyError:
-            raise ValueError(f"unknown entropy method {name!r}; choose context or zstd") from None
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
+    def what(cls) -> str:
+        return "entropy method"
 
 
 class ColorKind(IntEnum):
