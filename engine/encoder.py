@@ -135,7 +135,7 @@ class Encoder:
         method = latent_stage.method_for(options.entropy, options.mode, len(symbols), latent_shape, space)
         header = Header(
             kind=job.kind,
-            mode=plan.options.mode,
+            mode=options.mode,
             width=job.width,
             height=job.height,
             coded_width=width,

@@ -21,7 +21,7 @@ below 2**53: exact, whatever order or fused multiply-adds the BLAS uses.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache, cached_property
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -150,7 +150,6 @@ def padded_grid(symbols: np.ndarray) -> np.ndarray:
     return grid
 
 
-@cache
 def load(path: Path) -> ContextModel:
     """The context model stored at ``path`` (integers as written by ``training/entropy_model.py``)."""
     from safetensors.numpy import load_file
