@@ -29,7 +29,7 @@ from latentcodec.engine.errors import (
     WeightsMismatchError,
     WeightsNotFoundError,
 )
-from latentcodec.engine.format import CodingMode
+from latentcodec.engine.format import DEFAULT_MODEL, CodingMode
 from latentcodec.engine.info import StreamInfo, info
 
 __version__ = "0.1.0"
@@ -56,6 +56,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "DEFAULT_MODEL",
     "ChecksumError",
     "CodingMode",
     "CorruptStreamError",

@@ -48,7 +48,8 @@ class _DecodeJob:
 
 
 class Decoder:
-    """Decodes streams of the session's model, batched by mode, latent size, symbol width and denoiser pass."""
+    """Decodes streams of the session's model, batched by mode, latent size, symbol width, denoiser pass and
+    decoder branch."""
 
     def __init__(self, session: ModelSession, pipeline: BatchPipeline) -> None:
         self.session, self.pipeline = session, pipeline
@@ -86,8 +87,10 @@ class Decoder:
             return [Result(host.submit(_finish, jobs[i], images, row, to_pil)) for row, i in enumerate(members)]
 
         def key(i: int) -> tuple:
-            h = jobs[i].header
-            return h.mode, h.latent_size(session.spec.downsample), len(jobs[i].planes), jobs[i].denoiser
+            h, denoiser = jobs[i].header, jobs[i].denoiser
+            level = None if denoiser else torch.tensor([h.noise_level or 0.0])
+            branch = session.model.branches(level)[0][0]  # the decoder a switched model runs
+            return h.mode, h.latent_size(session.spec.downsample), len(jobs[i].planes), denoiser, branch
 
         self.pipeline.run(batches_by_key(jobs, key, self.pipeline.batch_size), on_device, outcomes)
 

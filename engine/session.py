@@ -58,6 +58,7 @@ class ModelSession:
         self.tiles = tiles or TilePolicy.auto(device)
         self.fallbacks = 0
         self._denoised_passes: dict[tuple[str, Hashable], PassRunner] = {}
+        self._decoder_passes: dict[tuple[str, int], PassRunner] = {}
 
     @cached_property
     def model(self) -> LatentAutoencoder:
@@ -85,21 +86,29 @@ class ModelSession:
         """Images ``[B, 3, H, W]`` (uint8 or [0, 1]; multiples of the downsampling) -> latents, on the device."""
         return self._runner(lambda x: self.model.encode(to_unit(x, self.dtype)))
 
-    @cached_property
+    @property
     def decoder_pass(self) -> PassRunner:
-        """Latents (and, for a conditioned decoder, noise levels ``[B]``) -> RGB images, on the device (not clamped:
-        :meth:`decode` checks them first)."""
-        return self._runner(lambda z, *sigma: self.model.decode(z, *sigma))
+        """The decoder's pass for clean latents (see :meth:`branch_decoder_pass`)."""
+        return self.branch_decoder_pass(self.model.branches(None)[0][0])
+
+    def branch_decoder_pass(self, branch: int) -> PassRunner:
+        """Latents (and, for a conditioned decoder, noise levels ``[B]``) -> RGB images, on the device (not
+        clamped: :meth:`decode` checks them first), through the model's decoder ``branch``."""
+        return self._branch_pass("decode", branch, lambda z, *sigma: self.model.branch(branch).decode(z, *sigma))
 
     @cached_property
     def encoder_tile_pass(self) -> PassRunner:
         """Image tiles -> the encoder's local features (:meth:`LatentAutoencoder.encode_local`)."""
         return self._runner(lambda x: self.model.encode_local(to_unit(x, self.dtype)))
 
-    @cached_property
-    def decoder_tile_pass(self) -> PassRunner:
+    def decoder_tile_pass(self, branch: int) -> PassRunner:
         """Feature tiles (and noise levels) -> RGB tiles (:meth:`LatentAutoencoder.decode_local`, not clamped)."""
-        return self._runner(lambda f, *sigma: self.model.decode_local(f, *sigma))
+        return self._branch_pass("local", branch, lambda f, *sigma: self.model.branch(branch).decode_local(f, *sigma))
+
+    def _branch_pass(self, kind: str, branch: int, fn: Callable[..., torch.Tensor]) -> PassRunner:
+        if (kind, branch) not in self._decoder_passes:
+            self._decoder_passes[kind, branch] = self._runner(fn)
+        return self._decoder_passes[kind, branch]
 
     def denoiser(self, denoiser_id: str, dtype: torch.dtype | None = None) -> LoadedDenoiser:
         """A denoiser on this device, in the session's dtype unless told (loaded on first use, cached)."""
@@ -132,19 +141,33 @@ class ModelSession:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, sigma: torch.Tensor, denoiser: DenoiserPass | None = None) -> torch.Tensor:
         """RGB ``[B, 3, H, W]`` in [0, 1] on the device from latents and their noise levels ``sigma`` ``[B]``:
-        through the stream's denoiser pass when named, else the decoder (told ``sigma`` if conditioned)."""
+        through the stream's denoiser pass when named, else the decoder (told ``sigma`` if conditioned; for a
+        model with two decoders, each row through the one its noise level picks)."""
+        groups = self.model.branches(None if denoiser else sigma)
+        if groups[0][1] is None:
+            return self._decode(groups[0][0], latents, sigma, denoiser)
+        out = None
+        for branch, rows in groups:
+            part = self._decode(branch, latents[rows.to(latents.device)], sigma[rows.to(sigma.device)], denoiser)
+            out = part.new_empty((latents.shape[0], *part.shape[1:])) if out is None else out
+            out[rows.to(out.device)] = part
+        return out
+
+    def _decode(self, branch: int, latents: torch.Tensor, sigma: torch.Tensor, denoiser: DenoiserPass | None):
+        model = self.model.branch(branch)
         tiling = self.tiles.for_grid(*latents.shape[-2:])
-        conditioning = (sigma,) if self.spec.conditioned and denoiser is None else ()
+        conditioning = (sigma,) if model.spec.conditioned and denoiser is None else ()
         if tiling is None and denoiser is None:
-            return self._finite(self.decoder_pass, self._decode_f32, clamp=True)(latents, *conditioning)
+            fallback = partial(self._decode_f32, branch)
+            return self._finite(self.branch_decoder_pass(branch), fallback, clamp=True)(latents, *conditioning)
         if tiling is None:
             fallback = partial(self._denoised_decode_f32, denoiser)
             return self._finite(self.denoised_decoder_pass(*denoiser), fallback, clamp=True)(latents, sigma)
         z = latents.to(self.device, self.dtype)
         if denoiser is not None:
             z = self._denoise(denoiser)(z, sigma.to(self.device))
-        features = self.model.decode_global(z, *(s.to(self.device) for s in conditioning))
-        local = self._finite(self.decoder_tile_pass, self._decode_local_f32, clamp=True)
+        features = model.decode_global(z, *(s.to(self.device) for s in conditioning))
+        local = self._finite(self.decoder_tile_pass(branch), partial(self._decode_local_f32, branch), clamp=True)
         return run_tiled(
             local, features, conditioning, tiling, cell=1, out_cell=self.spec.downsample, chunk=self.tiles.chunk
         )
@@ -156,14 +179,14 @@ class ModelSession:
     def _encode_local_f32(self, x: torch.Tensor) -> torch.Tensor:
         return self.float32_model().encode_local(to_unit(x, torch.float32))
 
-    def _decode_f32(self, z: torch.Tensor, *sigma: torch.Tensor) -> torch.Tensor:
-        return self.float32_model().decode(z.float(), *(s.float() for s in sigma))
+    def _decode_f32(self, branch: int, z: torch.Tensor, *sigma: torch.Tensor) -> torch.Tensor:
+        return self.float32_model().branch(branch).decode(z.float(), *(s.float() for s in sigma))
 
-    def _decode_local_f32(self, features: torch.Tensor, *sigma: torch.Tensor) -> torch.Tensor:
-        return self.float32_model().decode_local(features.float(), *(s.float() for s in sigma))
+    def _decode_local_f32(self, branch: int, features: torch.Tensor, *sigma: torch.Tensor) -> torch.Tensor:
+        return self.float32_model().branch(branch).decode_local(features.float(), *(s.float() for s in sigma))
 
     def _denoised_decode_f32(self, denoiser: DenoiserPass, z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        return self._decode_f32(self._denoise(denoiser, torch.float32)(z.float(), sigma.float()))
+        return self.float32_model().decode(self._denoise(denoiser, torch.float32)(z.float(), sigma.float()))
 
     def _denoise(self, denoiser: DenoiserPass, dtype: torch.dtype | None = None) -> Callable:
         return self.denoiser(denoiser[0], dtype).pass_fn(denoiser[1])

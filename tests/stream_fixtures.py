@@ -61,6 +61,12 @@ CONTEXT_CASES: tuple[tuple[str, int, tuple[int, int, int, int], str, dict], ...]
     ("context-odd-greyscale", 8, (200, 100, 337, 221), "L", {"step": 1.5}),
     ("context-target-bpp", 19, (300, 300, 396, 396), "RGB", {"target_bpp": 0.3, "denoiser": None}),
 )
+# written by taef2-q2 (the default model since it arrived): both of its decoders, rate control and the denoiser
+SWITCHED_CASES: tuple[tuple[str, int, tuple[int, int, int, int], str, dict], ...] = (
+    ("q2-default", 23, (300, 200, 428, 296), "RGB", {}),
+    ("q2-step2-plain", 5, (100, 100, 196, 164), "RGB", {"step": 2.0, "denoiser": None}),
+    ("q2-target-bpp", 19, (300, 300, 396, 396), "RGB", {"target_bpp": 0.2}),
+)
 
 
 def case_image(kodak: Path, index: int, box: tuple[int, int, int, int], mode: str) -> Image.Image:
@@ -91,14 +97,16 @@ def stream_digests(kodak: Path) -> dict[str, dict]:
     """Each case's stream: its sha256, length and the denoiser it names, encoded by a fresh CPU codec."""
     import latentcodec
 
-    codec = latentcodec.Codec("taef2", device="cpu")
+    codecs = {model: latentcodec.Codec(model, device="cpu") for model in ("taef2", "taef2-q2")}
     digests = {}
     cases = [(*case[:4], {"entropy": "zstd", **case[4]}) for case in CASES] + list(CONTEXT_CASES)
-    for name, index, box, mode, options in cases:
-        data = codec.encode(case_image(kodak, index, box, mode), **options)
+    cases = [("taef2", *case) for case in cases] + [("taef2-q2", *case) for case in SWITCHED_CASES]
+    for model, name, index, box, mode, options in cases:
+        data = codecs[model].encode(case_image(kodak, index, box, mode), **options)
         denoiser = latentcodec.info(data).denoiser
         digests[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "denoiser": denoiser}
-    codec.close()
+    for codec in codecs.values():
+        codec.close()
     return digests
 
 

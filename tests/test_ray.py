@@ -42,9 +42,11 @@ def _images(folder: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def expected(folder, codec) -> dict[str, bytes]:
+def expected(folder) -> dict[str, bytes]:
+    from latentcodec import DEFAULT_MODEL, Codec
+
     paths = _images(folder)
-    results = codec.encode_batch([p.read_bytes() for p in paths], **OPTIONS)
+    results = Codec(DEFAULT_MODEL, device="cpu").encode_batch([p.read_bytes() for p in paths], **OPTIONS)
     return {p.relative_to(folder).as_posix(): r.value for p, r in zip(paths, results, strict=True) if r.ok}
 
 

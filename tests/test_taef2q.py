@@ -1,15 +1,22 @@
-"""The taef2-q model: TAEF2's encoder with a decoder fine-tuned for quantized latents, told their noise level."""
+"""The trained decoder: taef2-q (TAEF2's encoder with a decoder fine-tuned for quantized latents, told their noise
+level) and the default taef2-q2 (TAEF2's decoder for nearly clean latents, taef2-q's for coarse ones)."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import latentcodec
+from latentcodec.bench.decoder_gain import as_model
+from latentcodec.engine import api
 from latentcodec.engine.images import psnr
 from latentcodec.engine.models import load_model, registry
 from latentcodec.engine.models.conditioned_decoder import ConditionedTinyDecoder
 from latentcodec.engine.models.weights import file_sha256
 from tests.conftest import SHARED, kodak_path
+
+OLD_STREAM = Path(__file__).parent / "fixtures" / "old_taef2_step2.lcd"
 
 
 def test_the_conditioned_decoder_starts_as_the_decoder_it_was_made_from():
@@ -85,3 +92,65 @@ def test_the_decoder_gain_bench_decodes_the_same_symbols_with_both_decoders(tmp_
     assert all(-200 < r.ssimulacra2 <= 100 and 0 < r.ms_ssim <= 1 for r in records)
     rows = decoder_gain.summarize(records)
     assert "step 2 @ 1" in decoder_gain.format_table(rows)
+
+
+def _photo(box=(0, 0, 256, 192)):
+    from PIL import Image
+
+    return Image.open(SHARED / "data" / "photos" / "002.png").convert("RGB").crop(box)
+
+
+def test_the_switched_model_routes_each_row_by_its_noise_level():
+    switched, tuned, original = (load_model(m) for m in ("taef2-q2", "taef2-q", "taef2"))
+    latents = torch.randn(3, 32, 6, 5)
+    sigma = torch.tensor([0.1, 0.8, registry.TAEF2Q2_THRESHOLD])
+    with torch.no_grad():
+        mixed = switched.decode(latents, sigma)
+        assert torch.equal(mixed[[0]], original.decode(latents[[0]]))
+        assert torch.equal(mixed[[1, 2]], tuned.decode(latents[[1, 2]], sigma[[1, 2]]))
+        assert torch.equal(switched.decode(latents), original.decode(latents))  # no level: clean latents
+
+
+def test_a_fresh_install_encodes_and_decodes_with_the_trained_decoder_by_default(tmp_path, monkeypatch):
+    weights = tmp_path / "weights"  # TAEF2 installed (third-party weights never ship), nothing else
+    weights.mkdir()
+    (weights / "taef2").symlink_to(SHARED / "models" / "taef2")
+    monkeypatch.setenv("LATENTCODEC_WEIGHTS", str(weights))
+    monkeypatch.setenv("LATENTCODEC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(registry.MODELS, "_loaded", {})  # load every model from there (restored after the test)
+    monkeypatch.setattr(api, "_codecs", {})
+    photo = _photo()
+    coarse = latentcodec.encode(photo, step=2.0, denoiser=None)
+    details = latentcodec.info(coarse)
+    assert details.model == latentcodec.DEFAULT_MODEL == "taef2-q2"
+    assert details.decoder_noise_level >= registry.TAEF2Q2_THRESHOLD
+    decoded = np.asarray(latentcodec.decode(coarse))
+    by_tuned = np.asarray(latentcodec.decode(as_model(coarse, latentcodec.Codec("taef2-q", device="cpu"))))
+    by_original = np.asarray(latentcodec.decode(as_model(coarse, latentcodec.Codec("taef2", device="cpu"))))
+    assert np.array_equal(decoded, by_tuned) and not np.array_equal(decoded, by_original)
+    reference = np.asarray(photo)
+    assert psnr(reference, decoded) > psnr(reference, by_original)  # a held-out photo, never trained on
+    fine = latentcodec.encode(photo, step=1.0, denoiser=None)  # nearly clean: TAEF2's own decoder
+    assert latentcodec.info(fine).decoder_noise_level < registry.TAEF2Q2_THRESHOLD
+    by_original = latentcodec.decode(as_model(fine, latentcodec.Codec("taef2", device="cpu")))
+    assert np.array_equal(np.asarray(latentcodec.decode(fine)), np.asarray(by_original))
+
+
+def test_a_batch_of_both_branches_decodes_as_each_stream_alone():
+    codec = latentcodec.Codec("taef2-q2", device="cpu", batch_size=4)
+    photo = _photo((0, 0, 128, 128))
+    streams = [codec.encode(photo, step=s, denoiser=None) for s in (1.0, 2.0, 0.5, 3.0)]
+    alone = latentcodec.Codec("taef2-q2", device="cpu", batch_size=1)
+    for data, result in zip(streams, codec.decode_batch(streams), strict=True):
+        assert np.array_equal(np.asarray(result.unwrap()), np.asarray(alone.decode(data)))
+
+
+def test_an_old_stream_decodes_with_the_decoder_it_names():
+    """A stream written before taef2-q2 became the default (TAEF2, step 2, version 1): the default API decodes it
+    with TAEF2's decoder, exactly as a taef2 codec does, and a codec of the new default refuses it."""
+    data = OLD_STREAM.read_bytes()
+    assert latentcodec.info(data).model == "taef2" and latentcodec.info(data).version == 1
+    decoded = np.asarray(latentcodec.decode(data))
+    assert np.array_equal(decoded, np.asarray(latentcodec.Codec("taef2", device="cpu").decode(data)))
+    with pytest.raises(latentcodec.ModelMismatchError):
+        latentcodec.Codec("taef2-q2", device="cpu").decode(data)

@@ -66,7 +66,7 @@ DENOISERS: Registry[DenoiserSpec, LoadedDenoiser] = Registry(
     {
         "latent-denoiser": DenoiserSpec(
             "latent-denoiser",
-            ("taef2",),
+            ("taef2", "taef2-q2"),  # before the decoder; taef2-q2 decodes denoised latents with TAEF2's decoder
             _load_latent_denoiser,
             source_env="LATENTCODEC_LATENT_DENOISER",
             description="The project's 0.9M-parameter UNet2DModel, trained on TAEF2 latents (training/denoiser.py)",
@@ -81,7 +81,8 @@ DENOISERS: Registry[DenoiserSpec, LoadedDenoiser] = Registry(
         ),
     },
 )
-DEFAULT_DENOISERS = {"taef2": "latent-denoiser"}  # model id -> the denoiser its streams name by default
+# model id -> the denoiser its streams name by default
+DEFAULT_DENOISERS = {"taef2": "latent-denoiser", "taef2-q2": "latent-denoiser"}
 
 
 def available_denoisers() -> list[str]:

@@ -73,6 +73,15 @@ class LatentAutoencoder(nn.Module):
         raw = latents / self.spec.scaling_factor + self.spec.shift_factor
         return self._from_network_range(self._decoder(raw, sigma, 0, None))
 
+    def branches(self, sigma: torch.Tensor | None) -> list[tuple[int, torch.Tensor | None]]:
+        """Which decoder (branch) decodes which rows (``None``: every row) of images with noise levels ``sigma``:
+        one decoder, branch 0 (:class:`~latentcodec.engine.models.switched.SwitchedAutoencoder` has two)."""
+        return [(0, None)]
+
+    def branch(self, index: int) -> LatentAutoencoder:
+        """The plain model that runs branch ``index``."""
+        return self
+
     def encode_local(self, images: torch.Tensor) -> torch.Tensor:
         """The encoder's local part: images in [0, 1] -> features at latent resolution (tileable)."""
         x = self._to_network_range(images)

@@ -11,6 +11,7 @@ from torch import nn
 from latentcodec.engine.errors import ModelError, WeightsMismatchError, WeightsNotFoundError
 from latentcodec.engine.models import weights as weights_lib
 from latentcodec.engine.models.autoencoder import LatentAutoencoder, ModelSpec, state_fingerprint
+from latentcodec.engine.models.switched import SwitchedAutoencoder
 from latentcodec.engine.models.tiny_autoencoder import (
     DECODER_LOCAL_FROM,
     ENCODER_GLOBAL_FROM,
@@ -23,10 +24,7 @@ TINY_SPLIT = {"encoder_global_from": ENCODER_GLOBAL_FROM, "decoder_local_from": 
 
 def load_tiny(spec: ModelSpec, files: dict[str, weights_lib.WeightsFile], midblock: bool) -> LatentAutoencoder:
     """A TAESD-family model from its ``encoder``/``decoder`` state-dict files."""
-    states = {
-        part: torch.load(weights_lib.resolve(files[part]), map_location="cpu", weights_only=True)
-        for part in ("encoder", "decoder")
-    }
+    states = _states(files)
     encoder = tiny_encoder(spec.latent_channels, midblock)
     decoder = tiny_decoder(spec.latent_channels, midblock)
     encoder.load_state_dict({k: v.float() for k, v in states["encoder"].items()})
@@ -38,22 +36,58 @@ def load_tiny(spec: ModelSpec, files: dict[str, weights_lib.WeightsFile], midblo
 def load_tiny_conditioned(spec: ModelSpec, encoder_file: weights_lib.WeightsFile, decoder: Path, sha256: str):
     """A TAESD-family encoder from its state-dict file, and a :class:`ConditionedTinyDecoder` from safetensors
     that ship with the package (``decoder``, checked against ``sha256``)."""
-    from safetensors.torch import load_file
-
-    from latentcodec.engine.models.conditioned_decoder import ConditionedTinyDecoder
-
     encoder_state = torch.load(weights_lib.resolve(encoder_file), map_location="cpu", weights_only=True)
-    if not decoder.is_file():
-        raise WeightsNotFoundError(f"the {spec.model_id!r} decoder weights {decoder} are missing from the package")
-    if (actual := weights_lib.file_sha256(decoder)) != sha256:
-        raise WeightsMismatchError(f"{decoder} has sha256 {actual}, expected {sha256}")
-    decoder_state = load_file(str(decoder))
-    encoder = tiny_encoder(spec.latent_channels, midblock=True)
-    encoder.load_state_dict({k: v.float() for k, v in encoder_state.items()})
-    conditioned = ConditionedTinyDecoder(spec.latent_channels)
-    conditioned.load_state_dict({k: v.float() for k, v in decoder_state.items()})
+    decoder_state = _bundled_state(spec, decoder, sha256)
+    encoder, conditioned = _tiny_encoder(spec, encoder_state), _conditioned_decoder(spec, decoder_state)
     fingerprint = state_fingerprint(encoder_state, decoder_state)
     return LatentAutoencoder(spec, encoder, conditioned, fingerprint, **TINY_SPLIT)
+
+
+def load_tiny_switched(
+    spec: ModelSpec, files: dict[str, weights_lib.WeightsFile], decoder: Path, sha256: str, threshold: float
+) -> SwitchedAutoencoder:
+    """A TAESD-family model whose own decoder serves clean latents and the bundled conditioned decoder
+    (``decoder``, checked against ``sha256``) serves noise levels from ``threshold`` on."""
+    states = _states(files)
+    tuned_state = _bundled_state(spec, decoder, sha256)
+    clean = tiny_decoder(spec.latent_channels, midblock=True)
+    clean.load_state_dict({k: v.float() for k, v in states["decoder"].items()})
+    fingerprint = state_fingerprint(
+        states["encoder"], states["decoder"], tuned_state, {"threshold": torch.tensor(threshold, dtype=torch.float64)}
+    )
+    encoder, tuned = _tiny_encoder(spec, states["encoder"]), _conditioned_decoder(spec, tuned_state)
+    return SwitchedAutoencoder(spec, encoder, tuned, clean, fingerprint, threshold, **TINY_SPLIT)
+
+
+def _states(files: dict[str, weights_lib.WeightsFile]) -> dict[str, dict[str, torch.Tensor]]:
+    return {
+        part: torch.load(weights_lib.resolve(file), map_location="cpu", weights_only=True)
+        for part, file in files.items()
+    }
+
+
+def _bundled_state(spec: ModelSpec, path: Path, sha256: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise WeightsNotFoundError(f"the {spec.model_id!r} decoder weights {path} are missing from the package")
+    if (actual := weights_lib.file_sha256(path)) != sha256:
+        raise WeightsMismatchError(f"{path} has sha256 {actual}, expected {sha256}")
+    return load_file(str(path))
+
+
+def _tiny_encoder(spec: ModelSpec, state: dict[str, torch.Tensor]) -> nn.Module:
+    encoder = tiny_encoder(spec.latent_channels, midblock=True)
+    encoder.load_state_dict({k: v.float() for k, v in state.items()})
+    return encoder
+
+
+def _conditioned_decoder(spec: ModelSpec, state: dict[str, torch.Tensor]) -> nn.Module:
+    from latentcodec.engine.models.conditioned_decoder import ConditionedTinyDecoder
+
+    decoder = ConditionedTinyDecoder(spec.latent_channels)
+    decoder.load_state_dict({k: v.float() for k, v in state.items()})
+    return decoder
 
 
 class _KLEncoder(nn.Module):

@@ -10,7 +10,7 @@ import torch
 
 from latentcodec.engine.format import DEFAULT_MODEL
 from latentcodec.engine.models.autoencoder import LatentAutoencoder, ModelSpec
-from latentcodec.engine.models.loaders import load_diffusers, load_tiny, load_tiny_conditioned
+from latentcodec.engine.models.loaders import load_diffusers, load_tiny, load_tiny_conditioned, load_tiny_switched
 from latentcodec.engine.models.weights import WeightsFile, downloads_allowed
 from latentcodec.engine.registry import Placement, Registry
 
@@ -34,6 +34,9 @@ TAEF2_FILES = {
 # made by training/decoder.py (`latentcodec-lab train-decoder`); small, ours, so it ships inside the package
 TAEF2Q_DECODER = Path(__file__).with_name("bundled") / "taef2q_decoder.safetensors"
 TAEF2Q_DECODER_SHA256 = "f329daebe648d854d496f34ad328618fba37b03855514e6037d76759a0c86d63"
+# taef2-q2 switches from TAEF2's decoder to taef2-q's at this noise level (RMS quantization error per latent),
+# where the tuned decoder starts to win on held-out photos (README, "Trained decoder")
+TAEF2Q2_THRESHOLD = 0.35
 
 Loader = Callable[[ModelSpec, str | None], LatentAutoencoder]  # (spec, source override) -> model
 
@@ -79,6 +82,20 @@ MODELS: Registry[RegisteredModel, LatentAutoencoder] = Registry(
             ),
             lambda spec, _source: load_tiny_conditioned(
                 spec, TAEF2_FILES["encoder"], TAEF2Q_DECODER, TAEF2Q_DECODER_SHA256
+            ),
+        ),
+        "taef2-q2": RegisteredModel(
+            ModelSpec(
+                "taef2-q2",
+                32,
+                8,
+                (0.0, 1.0),
+                description="TAEF2 with taef2-q's decoder for coarsely quantized latents and its own for the rest",
+                conditioned=True,
+                latent_space="flux2",
+            ),
+            lambda spec, _source: load_tiny_switched(
+                spec, TAEF2_FILES, TAEF2Q_DECODER, TAEF2Q_DECODER_SHA256, TAEF2Q2_THRESHOLD
             ),
         ),
         "sd-vae": RegisteredModel(
