@@ -108,6 +108,8 @@ def cmd_rd(args: argparse.Namespace) -> int:
     steps = len(images) * (sum(map(len, classic.values())) + sum(map(len, latent.values())))
     with progress_bar(steps, "rate-distortion") as bar:
         points = rd.evaluate(images, make_codec(args), classic, latent, progress=bar.update)
+    if args.reuse:
+        points += rd.reused_points(Path(args.reuse), images, {p.codec for p in points}, args.reuse_label)
     curves = rd.mean_curves(points)
     bpp_range = tuple(args.bd_range)
     table = rd.bd_table(curves, bpp_range=bpp_range)
@@ -346,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     rdp.add_argument("--effort", type=int, help="add latent-uniform with this many refinement steps")
     rdp.add_argument("--plain", action="store_true", help="add each latent curve without the denoiser (-plain)")
     rdp.add_argument("--codecs", help="comma-separated subset, e.g. jpeg,webp,latent-uniform-half")
+    rdp.add_argument("--reuse", help="add the points of an earlier run's --json (codecs measured now: renamed)")
+    rdp.add_argument("--reuse-label", default="earlier", help="suffix of re-measured codecs' earlier curves")
     rdp.add_argument("--json", help="write every point, the curves and the BD-rates here")
     rdp.add_argument("--plot", help="write RD curves (PNG) here")
     rdp.set_defaults(run=cmd_rd)
@@ -364,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gains = (
         ("denoise-gain", "PSNR and MS-SSIM of streams decoded with and without the denoiser", cmd_denoise_gain),
-        ("decoder-gain", "the same streams decoded by taef2 and by the trained taef2-q", cmd_decoder_gain),
+        ("decoder-gain", "the same streams decoded by taef2 and by the trained taef2-q2", cmd_decoder_gain),
     )
     for name, what, command in gains:
         gain = sub.add_parser(name, help=what)
@@ -382,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("denoiser", "denoiser", "the latent denoiser"),
         ("decoder", "decoder", "taef2-q's decoder"),
         ("entropy", "entropy_model", "the context entropy model"),
+        ("upscaler", "upscaler", "taef2-q2's upscaler of downscaled points"),
     )
     for name, network, what in trained:
         trn = sub.add_parser(f"train-{name}", help=f"train {what} (see training/{network}.py)")

@@ -12,7 +12,7 @@ import io
 import itertools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -238,6 +238,17 @@ def learned_metrics_note() -> str:
     if importlib.util.find_spec("piq") is None or not any(cache.glob("*lpips*")):
         return f"LPIPS/DISTS: skipped, their weights are not on this machine (piq and {cache})"
     return "LPIPS/DISTS: weights found but not wired into the sweep yet"
+
+
+def reused_points(path: Path, images: Collection[str], measured: Collection[str], label: str) -> list[RDPoint]:
+    """The points of an earlier run (:func:`write_json`) on ``images``: codecs not ``measured`` in this run keep
+    their names, re-measured ones become ``NAME-label`` (an earlier curve to compare with)."""
+    stored = json.loads(Path(path).read_text())["points"]
+    return [
+        RDPoint(**{**p, "codec": p["codec"] if p["codec"] not in measured else f"{p['codec']}-{label}"})
+        for p in stored
+        if p["image"] in images
+    ]
 
 
 def write_json(path: Path, points: Sequence[RDPoint], curves: dict, table: list[dict]) -> None:

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from latentcodec.engine import bitstream
@@ -82,9 +81,9 @@ class Decoder:
             decoded = session.decode(latents, torch.tensor(levels, dtype=session.dtype), job.denoiser)
             # float32 made on the device: conversions in the host threads would oversubscribe the CPU's intra-op
             # threads (README, "The engine")
-            images = HostCopy(decoded.float())
+            images = [_resized(session, decoded, row, jobs[i].header) for row, i in enumerate(members)]
             host = self.pipeline.host
-            return [Result(host.submit(_finish, jobs[i], images, row, to_pil)) for row, i in enumerate(members)]
+            return [Result(host.submit(_finish, jobs[i], images[row], to_pil)) for row, i in enumerate(members)]
 
         def key(i: int) -> tuple:
             h, denoiser = jobs[i].header, jobs[i].denoiser
@@ -141,11 +140,17 @@ class Decoder:
             )
 
 
-def _finish(job: _DecodeJob, images: HostCopy, row: int, to_pil: bool) -> DecodedImage | Image.Image:
-    h = job.header
-    rgb = images.get()[row, :, : h.coded_height, : h.coded_width]
+def _resized(session: ModelSession, decoded: torch.Tensor, row: int, h: Header) -> HostCopy:
+    """Row ``row`` of a decoded batch at the image's size, on its way to the host: cropped to the coded size, and
+    resized by the model (:meth:`LatentAutoencoder.upscale`) when the stream was coded smaller."""
+    rgb = decoded[row : row + 1, :, : h.coded_height, : h.coded_width]
     if (h.coded_width, h.coded_height) != (h.width, h.height):
-        rgb = F.interpolate(rgb[None], size=(h.height, h.width), mode="bicubic")[0].clamp_(0, 1)
+        rgb = session.upscale(rgb, (h.height, h.width))
+    return HostCopy(rgb[0].float())
+
+
+def _finish(job: _DecodeJob, image: HostCopy, to_pil: bool) -> DecodedImage | Image.Image:
+    rgb = image.get()
     if to_pil:  # from the cropped view: no full-size copy
-        return DecodedImage(rgb, job.alpha, h.kind).to_pil()
-    return DecodedImage(rgb.contiguous(), job.alpha, h.kind)
+        return DecodedImage(rgb, job.alpha, job.header.kind).to_pil()
+    return DecodedImage(rgb.contiguous(), job.alpha, job.header.kind)

@@ -172,6 +172,11 @@ class ModelSession:
             local, features, conditioning, tiling, cell=1, out_cell=self.spec.downsample, chunk=self.tiles.chunk
         )
 
+    @torch.no_grad()
+    def upscale(self, rgb: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Decoded images ``[B, 3, h, w]`` (on the device) at ``size``, as the model resizes them, in [0, 1]."""
+        return self.model.upscale(rgb, size).clamp_(0, 1)
+
     # float32 reruns of the passes (:meth:`_finite`)
     def _encode_f32(self, x: torch.Tensor) -> torch.Tensor:
         return self.float32_model().encode(to_unit(x, torch.float32))

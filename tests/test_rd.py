@@ -93,3 +93,13 @@ def test_cli_rd_plain_adds_each_latent_curve_without_the_denoiser(tmp_path, monk
     assert set(seen) == {"latent-uniform", "latent-uniform-plain"}
     assert all(o["denoiser"] is None for o in seen["latent-uniform-plain"])
     assert all("denoiser" not in o for o in seen["latent-uniform"])
+
+
+def test_reused_points_keep_other_codecs_and_rename_re_measured_ones(tmp_path):
+    def point(image, codec, bpp):
+        return rd.RDPoint(image, codec, "s", 100, bpp, 25.0, 0.8, 0.9, 10.0, 0.1, 0.1)
+
+    earlier = [point("a.png", "webp", 0.2), point("a.png", "latent-rate-control", 0.1), point("b.png", "webp", 0.3)]
+    rd.write_json(tmp_path / "earlier.json", earlier, {}, [])
+    reused = rd.reused_points(tmp_path / "earlier.json", {"a.png"}, {"latent-rate-control"}, "taef2")
+    assert [(p.codec, p.bpp) for p in reused] == [("webp", 0.2), ("latent-rate-control-taef2", 0.1)]

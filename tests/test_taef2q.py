@@ -87,8 +87,9 @@ def test_the_decoder_gain_bench_decodes_the_same_symbols_with_both_decoders(tmp_
     path = tmp_path / "crop.png"
     Image.open(kodak_path(14)).convert("RGB").crop((0, 0, 192, 176)).save(path)
     records = decoder_gain.run([path], points=[("step 2 @ 1", {"step": 2.0})])
-    assert [r.model for r in records] == ["taef2", "taef2-q"]
-    assert round(abs(records[0].bpp - records[1].bpp) * 192 * 176 / 8) == 4  # "-q" and the noise level
+    assert [r.model for r in records] == ["taef2", "taef2-q2"]
+    assert round(abs(records[0].bpp - records[1].bpp) * 192 * 176 / 8) == 5  # "-q2" and the noise level
+    assert all(r.bpp < r.bpp_zstd for r in records)  # the context coder, on the same symbols
     assert all(-200 < r.ssimulacra2 <= 100 and 0 < r.ms_ssim <= 1 for r in records)
     rows = decoder_gain.summarize(records)
     assert "step 2 @ 1" in decoder_gain.format_table(rows)

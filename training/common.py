@@ -1,9 +1,12 @@
-"""What the training scripts share: options from their config dataclass, and a cache of encoded images."""
+"""What the training scripts share: options from their config dataclass, a cache of encoded images, a log and
+checkpoints."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,3 +53,31 @@ def cached(
     if cache is not None:
         torch.save({"recipe": recipe, "groups": [[vars(s) for s in group] for group in groups]}, cache)
     return groups
+
+
+def save_checkpoint(path: Path, step: int, parts: dict[str, Any], generator: torch.Generator, config: Any) -> None:
+    """Step ``step`` of a run: each part's state (model, optimizer, schedule), the random states and the config,
+    written atomically."""
+    state = {
+        "step": step,
+        **{name: part.state_dict() for name, part in parts.items()},
+        "generator": generator.get_state(),
+        "torch": torch.get_rng_state(),
+        "config": json.dumps(asdict(config), default=str),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+
+
+def resume(path: Path, parts: dict[str, Any], generator: torch.Generator, log: Callable[[str], None]) -> int:
+    """The step the checkpoint at ``path`` reached (0 without one), its states loaded into ``parts``."""
+    if not path.is_file():
+        return 0
+    state = torch.load(path, weights_only=False)
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    log(f"resumed from step {state['step']} ({path})")
+    return int(state["step"])

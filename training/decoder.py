@@ -18,7 +18,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from latentcodec.engine.coders.palette_fit import dither_indices
 from latentcodec.engine.images import image_files, pad_to_multiple, psnr, to_array
 from latentcodec.engine.models import load_model
 from latentcodec.engine.models.conditioned_decoder import ConditionedTinyDecoder
-from latentcodec.training.common import add_config_arguments, cached, printer
+from latentcodec.training.common import add_config_arguments, cached, printer, resume, save_checkpoint
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -198,7 +198,8 @@ def train(config: TrainConfig, log=print) -> ConditionedTinyDecoder:
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, [config.lr, config.film_lr], total_steps=config.steps, pct_start=0.05
     )
-    start = _resume(config, model, optimizer, schedule, generator, log)
+    checkpoint = config.output.with_suffix(".checkpoint.pt")
+    start = resume(checkpoint, _parts(model, optimizer, schedule), generator, log)
     for step in range(start + 1, config.steps + 1):
         latents, sigma, target = draw_batch(samples, generator, config)
         terms = loss_terms(model(latents, sigma).clamp(0, 1), target, config)
@@ -211,7 +212,7 @@ def train(config: TrainConfig, log=print) -> ConditionedTinyDecoder:
             parts = ", ".join(f"{k} {v.item():.4f}" for k, v in terms.items())
             log(f"step {step}/{config.steps}: {parts} ({time.perf_counter() - started:.0f} s)")
         if step % config.checkpoint_every == 0 or step == config.steps:
-            _checkpoint(config, model, optimizer, schedule, generator, step)
+            save_checkpoint(checkpoint, step, _parts(model, optimizer, schedule), generator, config)
     model.eval()
     save(model, config.output, {"steps": str(config.steps), "seed": str(config.seed)})
     if held:
@@ -225,38 +226,8 @@ def _cached(paths: list[Path], config: TrainConfig, log) -> list[list[Sample]]:
     return cached(config.cache, recipe, lambda: encode_images(paths, config, log), Sample)
 
 
-def _checkpoint_path(config: TrainConfig) -> Path:
-    return config.output.with_suffix(".checkpoint.pt")
-
-
-def _checkpoint(config, model, optimizer, schedule, generator, step) -> None:
-    state = {
-        "step": step,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "schedule": schedule.state_dict(),
-        "generator": generator.get_state(),
-        "torch": torch.get_rng_state(),
-        "config": json.dumps(asdict(config), default=str),
-    }
-    path = _checkpoint_path(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
-
-
-def _resume(config, model, optimizer, schedule, generator, log) -> int:
-    path = _checkpoint_path(config)
-    if not path.is_file():
-        return 0
-    state = torch.load(path, weights_only=False)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
-    generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch"])
-    log(f"resumed from step {state['step']} ({path})")
-    return int(state["step"])
+def _parts(model, optimizer, schedule) -> dict:
+    return {"model": model, "optimizer": optimizer, "schedule": schedule}
 
 
 def save(model: ConditionedTinyDecoder, path: Path, metadata: dict[str, str]) -> None:

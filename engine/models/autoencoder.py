@@ -11,6 +11,7 @@ from torch import nn
 
 from latentcodec.engine.format import FINGERPRINT_BYTES
 from latentcodec.engine.models.lowres import run_layer
+from latentcodec.engine.models.upscaler import bicubic
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class LatentAutoencoder(nn.Module):
         self.decoder = decoder
         self.fingerprint = fingerprint
         self.encoder_global_from, self.decoder_local_from = encoder_global_from, decoder_local_from
+        self.upscaler: nn.Module | None = None  # resizes downscaled streams' images (bicubic without one)
 
     def _to_network_range(self, images: torch.Tensor) -> torch.Tensor:
         lo, hi = self.spec.image_range
@@ -72,6 +74,13 @@ class LatentAutoencoder(nn.Module):
         ``sigma`` ``[B]`` (zero, float latents, when not given); other decoders ignore it."""
         raw = latents / self.spec.scaling_factor + self.spec.shift_factor
         return self._from_network_range(self._decoder(raw, sigma, 0, None))
+
+    def upscale(self, rgb: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Decoded images ``[B, 3, h, w]`` of a downscaled stream resized to ``size`` (not clamped): the model's
+        learned :class:`~latentcodec.engine.models.upscaler.Upscaler` when it has one, else bicubic."""
+        if self.upscaler is None:
+            return bicubic(rgb, size)
+        return self.upscaler(rgb, size)
 
     def branches(self, sigma: torch.Tensor | None) -> list[tuple[int, torch.Tensor | None]]:
         """Which decoder (branch) decodes which rows (``None``: every row) of images with noise levels ``sigma``:

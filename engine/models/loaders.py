@@ -18,6 +18,7 @@ from latentcodec.engine.models.tiny_autoencoder import (
     tiny_decoder,
     tiny_encoder,
 )
+from latentcodec.engine.models.upscaler import Upscaler
 
 TINY_SPLIT = {"encoder_global_from": ENCODER_GLOBAL_FROM, "decoder_local_from": DECODER_LOCAL_FROM}
 
@@ -44,19 +45,36 @@ def load_tiny_conditioned(spec: ModelSpec, encoder_file: weights_lib.WeightsFile
 
 
 def load_tiny_switched(
-    spec: ModelSpec, files: dict[str, weights_lib.WeightsFile], decoder: Path, sha256: str, threshold: float
+    spec: ModelSpec,
+    files: dict[str, weights_lib.WeightsFile],
+    decoder: tuple[Path, str],
+    upscaler: tuple[Path, str],
+    threshold: float,
 ) -> SwitchedAutoencoder:
-    """A TAESD-family model whose own decoder serves clean latents and the bundled conditioned decoder
-    (``decoder``, checked against ``sha256``) serves noise levels from ``threshold`` on."""
+    """A TAESD-family model whose own decoder serves clean latents and a bundled conditioned decoder serves
+    noise levels from ``threshold`` on, with a bundled learned upscaler (bundled files: (path, sha256))."""
     states = _states(files)
-    tuned_state = _bundled_state(spec, decoder, sha256)
+    tuned_state, upscaler_state = _bundled_state(spec, *decoder), _bundled_state(spec, *upscaler)
     clean = tiny_decoder(spec.latent_channels, midblock=True)
     clean.load_state_dict({k: v.float() for k, v in states["decoder"].items()})
-    fingerprint = state_fingerprint(
-        states["encoder"], states["decoder"], tuned_state, {"threshold": torch.tensor(threshold, dtype=torch.float64)}
-    )
+    level = {"threshold": torch.tensor(threshold, dtype=torch.float64)}
+    fingerprint = state_fingerprint(states["encoder"], states["decoder"], tuned_state, level, upscaler_state)
     encoder, tuned = _tiny_encoder(spec, states["encoder"]), _conditioned_decoder(spec, tuned_state)
-    return SwitchedAutoencoder(spec, encoder, tuned, clean, fingerprint, threshold, **TINY_SPLIT)
+    model = SwitchedAutoencoder(spec, encoder, tuned, clean, fingerprint, threshold, **TINY_SPLIT)
+    model.upscaler = Upscaler(**{k: int(v) for k, v in _metadata(upscaler[0], ("width", "depth")).items()})
+    model.upscaler.load_state_dict({k: v.float() for k, v in upscaler_state.items()})
+    return model
+
+
+def _metadata(path: Path, keys: tuple[str, ...]) -> dict[str, str]:
+    """Entries of a safetensors file's ``latentcodec`` metadata (JSON)."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        stored = json.loads((handle.metadata() or {}).get("latentcodec", "{}"))
+    return {key: stored[key] for key in keys}
 
 
 def _states(files: dict[str, weights_lib.WeightsFile]) -> dict[str, dict[str, torch.Tensor]]:
@@ -70,7 +88,7 @@ def _bundled_state(spec: ModelSpec, path: Path, sha256: str) -> dict[str, torch.
     from safetensors.torch import load_file
 
     if not path.is_file():
-        raise WeightsNotFoundError(f"the {spec.model_id!r} decoder weights {path} are missing from the package")
+        raise WeightsNotFoundError(f"the {spec.model_id!r} weights {path} are missing from the package")
     if (actual := weights_lib.file_sha256(path)) != sha256:
         raise WeightsMismatchError(f"{path} has sha256 {actual}, expected {sha256}")
     return load_file(str(path))

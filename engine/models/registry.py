@@ -37,6 +37,9 @@ TAEF2Q_DECODER_SHA256 = "f329daebe648d854d496f34ad328618fba37b03855514e6037d7675
 # taef2-q2 switches from TAEF2's decoder to taef2-q's at this noise level (RMS quantization error per latent),
 # where the tuned decoder starts to win on held-out photos (README, "Trained decoder")
 TAEF2Q2_THRESHOLD = 0.35
+# made by training/upscaler.py (`latentcodec-lab train-upscaler`): resizes taef2-q2's downscaled streams
+TAEF2Q2_UPSCALER = Path(__file__).with_name("bundled") / "upscaler_taef2.safetensors"
+TAEF2Q2_UPSCALER_SHA256 = "93dc659e4fccc7b5eaa7aa4b08aa37136f163f6d63c36692a4377f59899c0b98"
 
 Loader = Callable[[ModelSpec, str | None], LatentAutoencoder]  # (spec, source override) -> model
 
@@ -90,12 +93,16 @@ MODELS: Registry[RegisteredModel, LatentAutoencoder] = Registry(
                 32,
                 8,
                 (0.0, 1.0),
-                description="TAEF2 with taef2-q's decoder for coarsely quantized latents and its own for the rest",
+                description="TAEF2; taef2-q's decoder for coarsely quantized latents; a learned upscaler",
                 conditioned=True,
                 latent_space="flux2",
             ),
             lambda spec, _source: load_tiny_switched(
-                spec, TAEF2_FILES, TAEF2Q_DECODER, TAEF2Q_DECODER_SHA256, TAEF2Q2_THRESHOLD
+                spec,
+                TAEF2_FILES,
+                (TAEF2Q_DECODER, TAEF2Q_DECODER_SHA256),
+                (TAEF2Q2_UPSCALER, TAEF2Q2_UPSCALER_SHA256),
+                TAEF2Q2_THRESHOLD,
             ),
         ),
         "sd-vae": RegisteredModel(

@@ -1,0 +1,64 @@
+"""The learned upscaler of downscaled streams (taef2-q2): bicubic plus a residual, trained on the codec's decodes."""
+
+import numpy as np
+import torch
+
+import latentcodec
+from latentcodec.bench.decoder_gain import as_model
+from latentcodec.engine.images import psnr
+from latentcodec.engine.models import load_model, registry
+from latentcodec.engine.models.upscaler import Upscaler, bicubic
+from latentcodec.engine.models.weights import file_sha256
+from tests.conftest import SHARED
+
+
+def _photo(box=(0, 0, 320, 240)):
+    from PIL import Image
+
+    return Image.open(SHARED / "data" / "photos" / "045.png").convert("RGB").crop(box)  # held out of training
+
+
+def test_an_untrained_upscaler_is_bicubic_and_a_batch_is_its_rows():
+    small = torch.rand(2, 3, 17, 23)
+    assert torch.equal(Upscaler()(small, (48, 65)), bicubic(small, (48, 65)))
+    trained = load_model("taef2-q2").upscaler
+    base = bicubic(small, (40, 57))
+    ratios = torch.tensor([2.0, 3.0])
+    with torch.no_grad():
+        together = trained.residual(base, ratios)
+        alone = torch.cat([trained.residual(base[[i]], float(ratios[i])) for i in range(2)])
+    assert torch.allclose(together, alone, atol=1e-6) and together.abs().max() > 1e-3
+
+
+def test_the_bundled_upscaler_ships_in_the_package_and_is_pinned():
+    assert file_sha256(registry.TAEF2Q2_UPSCALER) == registry.TAEF2Q2_UPSCALER_SHA256
+    assert registry.TAEF2Q2_UPSCALER.stat().st_size < 1 << 20
+
+
+def test_downscaled_streams_are_resized_by_the_learned_upscaler():
+    photo = _photo()
+    reference = np.asarray(photo)
+    codec = latentcodec.Codec("taef2-q2", device="cpu")
+    data = codec.encode(photo, step=0.7, scale=0.5, denoiser=None)
+    header = latentcodec.info(data)
+    assert (header.coded_width, header.coded_height) == (160, 120)
+    learned = np.asarray(codec.decode(data))
+    plain = latentcodec.Codec("taef2", device="cpu")
+    resized = np.asarray(plain.decode(as_model(data, plain)))  # the same symbols, TAEF2 and bicubic
+    assert learned.shape == resized.shape == reference.shape
+    assert psnr(reference, learned) > psnr(reference, resized) + 0.1
+
+
+def test_models_without_an_upscaler_resize_bicubic():
+    model = load_model("taef2")
+    small = torch.rand(1, 3, 12, 16)
+    assert model.upscaler is None and torch.equal(model.upscale(small, (24, 33)), bicubic(small, (24, 33)))
+
+
+def test_a_seconds_long_training_run(tmp_path):
+    from latentcodec.training.upscaler import main
+
+    output = tmp_path / "upscaler.safetensors"
+    options = ["--limit", "2", "--steps", "3", "--batch", "2", "--crop", "128", "--max-side", "256"]
+    main([str(output), *options, "--holdout", "1", "--folders", str(SHARED / "data" / "photos")])
+    assert output.is_file() and output.with_suffix(".checkpoint.pt").is_file()

@@ -1,0 +1,211 @@
+"""Training the learned upscaler of the downscaled operating points (``taef2-q2``'s upscaler).
+
+Images: ``../shared/data/photos`` (natural photos, first) and ``../shared/data/train`` (aerial, greyscale); never
+Kodak. Each image is downscaled as the encoder downscales (the rate-control scales 0.71, 0.5, 0.35), encoded by
+TAEF2, its latents rounded at steps drawn log-uniformly from the range rate control picks at those scales, and
+decoded by TAEF2's decoder: the small pictures the codec resizes. Each training step upscales random crops of them
+to the original's size and scores them against the original: L1 + MS-SSIM + L1 of image gradients (the decoder's
+loss, :func:`latentcodec.training.decoder.loss_terms`).
+
+Seeded; checkpoints every ``checkpoint_every`` steps and resumes from the last one; ends by scoring the held-out
+photos against bicubic resizing and writing fp16 safetensors. ``latentcodec-lab train-upscaler OUT`` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from latentcodec.bench.metrics import psnr, ssimulacra2
+from latentcodec.engine.images import image_files, pad_to_multiple
+from latentcodec.engine.models import load_model
+from latentcodec.engine.models.upscaler import Upscaler, bicubic
+from latentcodec.training.common import add_config_arguments, cached, printer, resume, save_checkpoint
+from latentcodec.training.decoder import SHARED, loss_terms
+
+UPSCALER_LAYOUT = {"width": 48, "depth": 4}  # the engine builds the shipped upscaler with these
+
+
+@dataclass(frozen=True)
+class UpscalerConfig:
+    output: Path
+    folders: tuple[Path, ...] = (SHARED / "photos", SHARED / "train")
+    steps: int = 3000
+    batch: int = 8
+    crop: int = 128  # output pixels per side
+    lr: float = 1e-3
+    min_step: float = 0.35
+    max_step: float = 1.4
+    steps_per_image: int = 2  # quantization steps drawn per image and scale
+    scales: tuple[float, ...] = (0.71, 0.5, 0.35)
+    ssim_weight: float = 0.4
+    edge_weight: float = 0.5
+    holdout: int = 4  # photos (last by name) kept out of training, scored at the end
+    seed: int = 0
+    limit: int | None = None  # images per folder (tests)
+    max_side: int = 768  # images are shrunk to this longest side first (memory and time)
+    checkpoint_every: int = 250
+    cache: Path | None = None
+
+
+@dataclass
+class Sample:
+    base: torch.Tensor  # [3, H, W] float16: TAEF2's decode of the downscaled, quantized image, bicubic to size
+    image: torch.Tensor  # [3, H, W] uint8: the original
+    ratio: float  # output side over decoded side
+
+
+def _load(path: Path, max_side: int) -> torch.Tensor:
+    image = Image.open(path).convert("RGB")
+    if max(image.size) > max_side:
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)
+
+
+@torch.no_grad()
+def decoded_small(model, image: torch.Tensor, scale: float, step: float) -> torch.Tensor:
+    """What the codec's decoder hands the resize at ``scale`` and uniform ``step`` (no denoiser): ``[3, h, w]``."""
+    height, width = image.shape[1:]
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    rgb = F.interpolate(image[None].float() / 255, size=size, mode="bicubic", antialias=True).clamp_(0, 1)
+    latents = model.encode(pad_to_multiple(rgb, model.spec.downsample))
+    decoded = model.decode(torch.round(latents / step) * step)
+    return decoded[0, :, : size[0], : size[1]].clamp(0, 1)
+
+
+def make_samples(paths: list[Path], config: UpscalerConfig, generator: torch.Generator, log=print):
+    model = load_model("taef2")
+    groups = []
+    span = math.log(config.max_step / config.min_step)
+    for n, path in enumerate(paths):
+        image = _load(path, config.max_side)
+        group = []
+        for scale in config.scales:
+            for _ in range(config.steps_per_image):
+                step = config.min_step * math.exp(span * float(torch.rand((), generator=generator)))
+                small = decoded_small(model, image, scale, step)[None]
+                ratio = math.sqrt(image.shape[1] * image.shape[2] / (small.shape[-2] * small.shape[-1]))
+                group.append(Sample(bicubic(small, tuple(image.shape[1:]))[0].half(), image, ratio))
+        groups.append(group)
+        if (n + 1) % 10 == 0:
+            log(f"decoded {n + 1}/{len(paths)} images")
+    return groups
+
+
+def draw_batch(samples: list[Sample], generator: torch.Generator, config: UpscalerConfig):
+    """Crops of the bicubic upscales ``[B, 3, c, c]``, their ratios ``[B]`` and the originals' crops; crops start at
+    even pixels, as the upscaler's half-resolution grid does on whole images."""
+    bases, ratios, targets = [], [], []
+    for _ in range(config.batch):
+        sample = samples[int(torch.randint(len(samples), (), generator=generator))]
+        height, width = sample.image.shape[1:]
+        y = 2 * int(torch.randint((height - config.crop) // 2 + 1, (), generator=generator))
+        x = 2 * int(torch.randint((width - config.crop) // 2 + 1, (), generator=generator))
+        window = (slice(None), slice(y, y + config.crop), slice(x, x + config.crop))
+        bases.append(sample.base[window].float())
+        targets.append(sample.image[window].float() / 255)
+        ratios.append(sample.ratio)
+    return torch.stack(bases), torch.tensor(ratios), torch.stack(targets)
+
+
+def batch_loss(model: Upscaler, bases, ratios, targets, config: UpscalerConfig) -> dict[str, torch.Tensor]:
+    return loss_terms((bases + model.residual(bases, ratios)).clamp(0, 1), targets, config)
+
+
+def train(config: UpscalerConfig, log=print) -> Upscaler:
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    for folder in config.folders:
+        if "kodak" in str(folder).lower():
+            raise ValueError("refusing to train on Kodak: it is the benchmark")
+    photos, *others = [image_files(folder)[: config.limit] for folder in config.folders]
+    held = config.holdout if 0 < config.holdout < len(photos) else 0
+    paths = photos[: len(photos) - held] + [p for group in others for p in group]
+    started = time.perf_counter()
+    recipe = {"paths": [str(p) for p in paths], "config": {k: str(v) for k, v in vars(config).items()}}
+    recipe["config"] = {k: recipe["config"][k] for k in ("scales", "min_step", "max_step", "steps_per_image", "seed")}
+    groups = cached(config.cache, recipe, lambda: make_samples(paths, config, generator, log), Sample)
+    samples = [s for group in groups for s in group]
+    log(f"{len(samples)} samples from {len(paths)} images in {time.perf_counter() - started:.0f} s")
+
+    model = Upscaler(**UPSCALER_LAYOUT).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
+    warmup = max(0.05, 2 / config.steps)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.steps, pct_start=warmup)
+    parts = {"model": model, "optimizer": optimizer, "schedule": schedule}
+    checkpoint = config.output.with_suffix(".checkpoint.pt")
+    for step in range(resume(checkpoint, parts, generator, log) + 1, config.steps + 1):
+        terms = batch_loss(model, *draw_batch(samples, generator, config), config)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % 50 == 0 or step == config.steps:
+            parts_text = ", ".join(f"{k} {v.item():.4f}" for k, v in terms.items())
+            log(f"step {step}/{config.steps}: {parts_text} ({time.perf_counter() - started:.0f} s)")
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            save_checkpoint(checkpoint, step, parts, generator, config)
+    model.eval()
+    save(model, config.output, {"steps": str(config.steps), "seed": str(config.seed), **UPSCALER_LAYOUT})
+    if held:
+        for line in validate(model, photos[len(photos) - held :], config):
+            log(line)
+    return model
+
+
+def save(model: Upscaler, path: Path, metadata: dict) -> None:
+    """fp16 safetensors with one sorted metadata entry (equal weights make equal files)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(
+        state, str(path), metadata={"latentcodec": json.dumps({k: str(v) for k, v in metadata.items()}, sort_keys=True)}
+    )
+
+
+@torch.no_grad()
+def validate(model: Upscaler, paths: list[Path], config: UpscalerConfig) -> list[str]:
+    """Mean PSNR and SSIMULACRA2 of whole held-out photos, bicubic against the upscaler, per scale and step."""
+    base = load_model("taef2")
+    lines = []
+    images = [_load(p, config.max_side) for p in paths]
+    for scale in (0.5, 0.35):
+        for step in (0.5, 1.0):
+            scores = []
+            for image in images:
+                small = decoded_small(base, image, scale, step)[None]
+                reference = image.permute(1, 2, 0).numpy()
+                row = []
+                for out in (bicubic(small, tuple(image.shape[1:])), model(small, tuple(image.shape[1:]))):
+                    pixels = (out[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+                    row += [psnr(reference, pixels), ssimulacra2(reference, pixels)]
+                scores.append(row)
+            b_psnr, b_s2, u_psnr, u_s2 = np.mean(scores, axis=0)
+            lines.append(
+                f"held-out step {step} @ {scale}: PSNR bicubic {b_psnr:.2f}, upscaler {u_psnr:.2f} "
+                f"({u_psnr - b_psnr:+.2f}) dB; SSIMULACRA2 {b_s2:.1f}, {u_s2:.1f} ({u_s2 - b_s2:+.1f})"
+            )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="latentcodec-lab train-upscaler", description=__doc__)
+    parser.add_argument("output", type=Path, help="where to write the .safetensors weights")
+    parser.add_argument("--folders", type=Path, nargs="+", default=list(UpscalerConfig.folders))
+    add_config_arguments(parser, UpscalerConfig(Path()), skip=("output",))
+    parser.add_argument("--log", type=Path, help="append the log here too")
+    args = vars(parser.parse_args(argv))
+    log = printer(args.pop("log"))
+    args["folders"] = tuple(args["folders"])
+    train(UpscalerConfig(**args), log)
