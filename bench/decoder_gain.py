@@ -63,16 +63,18 @@ def run(
     points: Sequence[tuple[str, dict]] = POINTS,
     progress: Callable[[int], None] | None = None,
     device: str | None = None,
+    models: tuple[str, str] = MODELS,
 ) -> list[GainRecord]:
-    """Encode each image once per point with the trained model and decode the symbols with both."""
-    codecs = {model: Codec(model, device=device) for model in MODELS}
+    """Encode each image once per point with the trained model (``models[1]``) and decode the symbols with both."""
+    codecs = {model: Codec(model, device=device) for model in models}
+    trained = models[1]
     records = []
     for path in paths:
         reference = np.asarray(Image.open(path).convert("RGB"))
         height, width = reference.shape[:2]
         for label, options in points:
-            encoded = codecs[TRAINED].encode(reference, denoiser=None, **options)
-            zstd = codecs[TRAINED].encode(reference, denoiser=None, entropy="zstd", **options)
+            encoded = codecs[trained].encode(reference, denoiser=None, **options)
+            zstd = codecs[trained].encode(reference, denoiser=None, entropy="zstd", **options)
             for model, codec in codecs.items():
                 data = as_model(encoded, codec)
                 decoded = np.asarray(codec.decode(data).convert("RGB"))
@@ -94,11 +96,11 @@ def run(
 
 
 def summarize(records: Sequence[GainRecord]) -> list[dict]:
-    """Means per operating point and model, in ``POINTS`` order."""
+    """Means per operating point and model, in the records' order."""
     rows = []
     for point in dict.fromkeys(r.point for r in records):
         row = {"point": point}
-        for model in MODELS:
+        for model in dict.fromkeys(r.model for r in records):
             group = [asdict(r) for r in records if r.point == point and r.model == model]
             for metric in ("bpp", "bpp_zstd", "psnr", "ms_ssim", "ssimulacra2"):
                 row[f"{model} {metric}"] = float(np.mean([g[metric] for g in group]))

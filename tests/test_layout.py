@@ -56,7 +56,7 @@ def test_a_built_wheel_carries_the_projects_own_weights(tmp_path):
     subprocess.run([*command, "-w", str(tmp_path)], check=True, capture_output=True)
     names = set(zipfile.ZipFile(next(tmp_path.glob("latentcodec-*.whl"))).namelist())
     bundled = "latentcodec/engine/models/bundled/"
-    shipped = ("latent_denoiser_taef2.safetensors", "taef2q_decoder.safetensors", "context_model_flux2.safetensors")
-    assert {bundled + name for name in shipped} <= names
+    shipped = {path.name for path in (REPO / "engine" / "models" / "bundled").glob("*.safetensors")}
+    assert "upscaler_taef2.safetensors" in shipped and {bundled + name for name in shipped} <= names
     assert "latentcodec/engine/entropy/context_coder.py" in names  # every subpackage is listed in pyproject
     assert not any(name.startswith("latentcodec/bench/benchmarks/") for name in names)

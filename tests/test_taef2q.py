@@ -155,3 +155,15 @@ def test_an_old_stream_decodes_with_the_decoder_it_names():
     assert np.array_equal(decoded, np.asarray(latentcodec.Codec("taef2", device="cpu").decode(data)))
     with pytest.raises(latentcodec.ModelMismatchError):
         latentcodec.Codec("taef2-q2", device="cpu").decode(data)
+
+
+def test_both_branches_decode_tiled_as_whole():
+    from tests.test_tiling import TILE
+
+    photo = _photo((0, 0, 384, 256))
+    whole = latentcodec.Codec("taef2-q2", device="cpu", tile=0)
+    tiled = latentcodec.Codec("taef2-q2", device="cpu", tile=TILE)
+    assert tiled.session.tiles.for_grid(32, 48) is not None
+    for step in (1.0, 2.5):  # TAEF2's decoder, the tuned one
+        stream = whole.encode(photo, step=step, denoiser=None)
+        assert psnr(np.asarray(whole.decode(stream)), np.asarray(tiled.decode(stream))) > 40

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -81,3 +82,55 @@ def resume(path: Path, parts: dict[str, Any], generator: torch.Generator, log: C
     torch.set_rng_state(state["torch"])
     log(f"resumed from step {state['step']} ({path})")
     return int(state["step"])
+
+
+def save_fp16(model: torch.nn.Module, path: Path, metadata: dict[str, Any]) -> None:
+    """fp16 safetensors with one sorted metadata entry (equal weights make equal files: registries pin sha256)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = json.dumps({k: str(v) for k, v in metadata.items()}, sort_keys=True)
+    save_file(state, str(path), metadata={"latentcodec": entry})
+
+
+def training_main(argv: list[str] | None, prog: str, doc: str | None, config_type: type, train: Callable) -> None:
+    """The command line of a training script whose config dataclass has ``output`` and ``folders`` fields."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc)
+    parser.add_argument("output", type=Path, help="where to write the .safetensors weights")
+    parser.add_argument("--folders", type=Path, nargs="+", default=list(config_type.folders))
+    add_config_arguments(parser, config_type(Path()), skip=("output",))
+    parser.add_argument("--log", type=Path, help="append the log here too")
+    args = vars(parser.parse_args(argv))
+    log = printer(args.pop("log"))
+    args["folders"] = tuple(args["folders"])
+    train(config_type(**args), log)
+
+
+def fit(
+    parts: dict[str, Any],
+    losses: Callable[[], dict[str, torch.Tensor]],
+    generator: torch.Generator,
+    config: Any,
+    log: Callable[[str], None],
+    log_every: int,
+    started: float,
+) -> None:
+    """Optimizer steps on ``losses()["total"]`` (gradients clipped to norm 1) up to ``config.steps``: ``parts``
+    holds the model, optimizer and schedule; resumed from and checkpointed (every ``config.checkpoint_every``
+    steps) beside ``config.output``; the loss terms logged every ``log_every`` steps."""
+    model, optimizer, schedule = parts["model"], parts["optimizer"], parts["schedule"]
+    checkpoint = config.output.with_suffix(".checkpoint.pt")
+    for step in range(resume(checkpoint, parts, generator, log) + 1, config.steps + 1):
+        terms = losses()
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % log_every == 0 or step == config.steps:
+            text = ", ".join(f"{k} {v.item():.4f}" for k, v in terms.items())
+            log(f"step {step}/{config.steps}: {text} ({time.perf_counter() - started:.0f} s)")
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            save_checkpoint(checkpoint, step, parts, generator, config)
+    model.eval()

@@ -14,8 +14,6 @@ photos at the codec's operating points against the original decoder and writing 
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -32,7 +30,7 @@ from latentcodec.engine.coders.palette_fit import dither_indices
 from latentcodec.engine.images import image_files, pad_to_multiple, psnr, to_array
 from latentcodec.engine.models import load_model
 from latentcodec.engine.models.conditioned_decoder import ConditionedTinyDecoder
-from latentcodec.training.common import add_config_arguments, cached, printer, resume, save_checkpoint
+from latentcodec.training.common import cached, fit, save_fp16, training_main
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -198,23 +196,14 @@ def train(config: TrainConfig, log=print) -> ConditionedTinyDecoder:
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, [config.lr, config.film_lr], total_steps=config.steps, pct_start=0.05
     )
-    checkpoint = config.output.with_suffix(".checkpoint.pt")
-    start = resume(checkpoint, _parts(model, optimizer, schedule), generator, log)
-    for step in range(start + 1, config.steps + 1):
+    parts = {"model": model, "optimizer": optimizer, "schedule": schedule}
+
+    def losses() -> dict[str, torch.Tensor]:
         latents, sigma, target = draw_batch(samples, generator, config)
-        terms = loss_terms(model(latents, sigma).clamp(0, 1), target, config)
-        optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        if step % 25 == 0 or step == config.steps:
-            parts = ", ".join(f"{k} {v.item():.4f}" for k, v in terms.items())
-            log(f"step {step}/{config.steps}: {parts} ({time.perf_counter() - started:.0f} s)")
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            save_checkpoint(checkpoint, step, _parts(model, optimizer, schedule), generator, config)
-    model.eval()
-    save(model, config.output, {"steps": str(config.steps), "seed": str(config.seed)})
+        return loss_terms(model(latents, sigma).clamp(0, 1), target, config)
+
+    fit(parts, losses, generator, config, log, 25, started)
+    save_fp16(model, config.output, {"steps": str(config.steps), "seed": str(config.seed)})
     if held:
         for line in validate(model, photos[len(photos) - held :], config):
             log(line)
@@ -224,19 +213,6 @@ def train(config: TrainConfig, log=print) -> ConditionedTinyDecoder:
 def _cached(paths: list[Path], config: TrainConfig, log) -> list[list[Sample]]:
     recipe = {"paths": [str(p) for p in paths], "scales": list(config.scales), "max_side": config.max_side}
     return cached(config.cache, recipe, lambda: encode_images(paths, config, log), Sample)
-
-
-def _parts(model, optimizer, schedule) -> dict:
-    return {"model": model, "optimizer": optimizer, "schedule": schedule}
-
-
-def save(model: ConditionedTinyDecoder, path: Path, metadata: dict[str, str]) -> None:
-    """fp16 weights as safetensors with one sorted metadata entry (equal weights make equal files)."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata={"latentcodec": json.dumps(metadata, sort_keys=True)})
 
 
 # the codec's operating points: (label, scale, kind, knob)
@@ -287,12 +263,4 @@ def validate(model: ConditionedTinyDecoder, paths: list[Path], config: TrainConf
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="latentcodec-lab train-decoder", description=__doc__)
-    parser.add_argument("output", type=Path, help="where to write the .safetensors weights")
-    parser.add_argument("--folders", type=Path, nargs="+", default=list(TrainConfig.folders))
-    add_config_arguments(parser, TrainConfig(Path()), skip=("output",))
-    parser.add_argument("--log", type=Path, help="append the log here too")
-    args = vars(parser.parse_args(argv))
-    log = printer(args.pop("log"))
-    args["folders"] = tuple(args["folders"])
-    train(TrainConfig(**args), log)
+    training_main(argv, "latentcodec-lab train-decoder", __doc__, TrainConfig, train)

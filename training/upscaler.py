@@ -13,8 +13,6 @@ photos against bicubic resizing and writing fp16 safetensors. ``latentcodec-lab 
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -29,7 +27,7 @@ from latentcodec.bench.metrics import psnr, ssimulacra2
 from latentcodec.engine.images import image_files, pad_to_multiple
 from latentcodec.engine.models import load_model
 from latentcodec.engine.models.upscaler import Upscaler, bicubic
-from latentcodec.training.common import add_config_arguments, cached, printer, resume, save_checkpoint
+from latentcodec.training.common import cached, fit, save_fp16, training_main
 from latentcodec.training.decoder import SHARED, loss_terms
 
 UPSCALER_LAYOUT = {"width": 48, "depth": 4}  # the engine builds the shipped upscaler with these
@@ -142,36 +140,13 @@ def train(config: UpscalerConfig, log=print) -> Upscaler:
     warmup = max(0.05, 2 / config.steps)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.steps, pct_start=warmup)
     parts = {"model": model, "optimizer": optimizer, "schedule": schedule}
-    checkpoint = config.output.with_suffix(".checkpoint.pt")
-    for step in range(resume(checkpoint, parts, generator, log) + 1, config.steps + 1):
-        terms = batch_loss(model, *draw_batch(samples, generator, config), config)
-        optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        if step % 50 == 0 or step == config.steps:
-            parts_text = ", ".join(f"{k} {v.item():.4f}" for k, v in terms.items())
-            log(f"step {step}/{config.steps}: {parts_text} ({time.perf_counter() - started:.0f} s)")
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            save_checkpoint(checkpoint, step, parts, generator, config)
-    model.eval()
-    save(model, config.output, {"steps": str(config.steps), "seed": str(config.seed), **UPSCALER_LAYOUT})
+    losses = lambda: batch_loss(model, *draw_batch(samples, generator, config), config)  # noqa: E731
+    fit(parts, losses, generator, config, log, 50, started)
+    save_fp16(model, config.output, {"steps": str(config.steps), "seed": str(config.seed), **UPSCALER_LAYOUT})
     if held:
         for line in validate(model, photos[len(photos) - held :], config):
             log(line)
     return model
-
-
-def save(model: Upscaler, path: Path, metadata: dict) -> None:
-    """fp16 safetensors with one sorted metadata entry (equal weights make equal files)."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(
-        state, str(path), metadata={"latentcodec": json.dumps({k: str(v) for k, v in metadata.items()}, sort_keys=True)}
-    )
 
 
 @torch.no_grad()
@@ -200,12 +175,4 @@ def validate(model: Upscaler, paths: list[Path], config: UpscalerConfig) -> list
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="latentcodec-lab train-upscaler", description=__doc__)
-    parser.add_argument("output", type=Path, help="where to write the .safetensors weights")
-    parser.add_argument("--folders", type=Path, nargs="+", default=list(UpscalerConfig.folders))
-    add_config_arguments(parser, UpscalerConfig(Path()), skip=("output",))
-    parser.add_argument("--log", type=Path, help="append the log here too")
-    args = vars(parser.parse_args(argv))
-    log = printer(args.pop("log"))
-    args["folders"] = tuple(args["folders"])
-    train(UpscalerConfig(**args), log)
+    training_main(argv, "latentcodec-lab train-upscaler", __doc__, UpscalerConfig, train)

@@ -39,7 +39,7 @@ TAEF2Q_DECODER_SHA256 = "f329daebe648d854d496f34ad328618fba37b03855514e6037d7675
 TAEF2Q2_THRESHOLD = 0.35
 # made by training/upscaler.py (`latentcodec-lab train-upscaler`): resizes taef2-q2's downscaled streams
 TAEF2Q2_UPSCALER = Path(__file__).with_name("bundled") / "upscaler_taef2.safetensors"
-TAEF2Q2_UPSCALER_SHA256 = "93dc659e4fccc7b5eaa7aa4b08aa37136f163f6d63c36692a4377f59899c0b98"
+TAEF2Q2_UPSCALER_SHA256 = "b25a656ed0aa4eded79903e81747b1b28ad26d216d9f085e0c7d168a14c49f12"
 
 Loader = Callable[[ModelSpec, str | None], LatentAutoencoder]  # (spec, source override) -> model
 
@@ -59,44 +59,27 @@ def _diffusers_loader(kind: str, default_source: str) -> Loader:
     )
 
 
+def _flux2(model_id: str, description: str, conditioned: bool = False) -> ModelSpec:
+    """A model of TAEF2's latent space (32 channels, /8, images in [0, 1])."""
+    flux2 = {"latent_space": "flux2", "conditioned": conditioned}
+    return ModelSpec(model_id, 32, 8, (0.0, 1.0), description=description, **flux2)
+
+
 MODELS: Registry[RegisteredModel, LatentAutoencoder] = Registry(
     "model",
     {
         "taef2": RegisteredModel(
-            ModelSpec(
-                "taef2",
-                32,
-                8,
-                (0.0, 1.0),
-                description="Tiny autoencoder for the FLUX.2 latent space",
-                latent_space="flux2",
-            ),
+            _flux2("taef2", "Tiny autoencoder for the FLUX.2 latent space"),
             lambda spec, _source: load_tiny(spec, TAEF2_FILES, midblock=True),
         ),
         "taef2-q": RegisteredModel(
-            ModelSpec(
-                "taef2-q",
-                32,
-                8,
-                (0.0, 1.0),
-                description="TAEF2 with its decoder fine-tuned for quantized latents, told their noise level",
-                conditioned=True,
-                latent_space="flux2",
-            ),
+            _flux2("taef2-q", "TAEF2 with its decoder fine-tuned for quantized latents, told their noise level", True),
             lambda spec, _source: load_tiny_conditioned(
                 spec, TAEF2_FILES["encoder"], TAEF2Q_DECODER, TAEF2Q_DECODER_SHA256
             ),
         ),
         "taef2-q2": RegisteredModel(
-            ModelSpec(
-                "taef2-q2",
-                32,
-                8,
-                (0.0, 1.0),
-                description="TAEF2; taef2-q's decoder for coarsely quantized latents; a learned upscaler",
-                conditioned=True,
-                latent_space="flux2",
-            ),
+            _flux2("taef2-q2", "TAEF2; taef2-q's decoder for coarsely quantized latents; a learned upscaler", True),
             lambda spec, _source: load_tiny_switched(
                 spec,
                 TAEF2_FILES,
