@@ -175,7 +175,8 @@ class ModelSession:
     @torch.no_grad()
     def upscale(self, rgb: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Decoded images ``[B, 3, h, w]`` (on the device) at ``size``, as the model resizes them, in [0, 1]."""
-        return self.model.upscale(rgb, size).clamp_(0, 1)
+        fallback = lambda x: self.float32_model().upscale(x.float(), size)  # noqa: E731
+        return self._finite(lambda x: self.model.upscale(x, size), fallback, clamp=True)(rgb)
 
     # float32 reruns of the passes (:meth:`_finite`)
     def _encode_f32(self, x: torch.Tensor) -> torch.Tensor:

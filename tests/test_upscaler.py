@@ -62,3 +62,15 @@ def test_a_seconds_long_training_run(tmp_path):
     options = ["--limit", "2", "--steps", "3", "--batch", "2", "--crop", "128", "--max-side", "256"]
     main([str(output), *options, "--holdout", "1", "--folders", str(SHARED / "data" / "photos")])
     assert output.is_file() and output.with_suffix(".checkpoint.pt").is_file()
+
+
+def test_a_half_precision_upscale_that_overflows_runs_again_in_float32(monkeypatch):
+    photo = _photo((0, 0, 128, 96))
+    reference = latentcodec.Codec("taef2-q2", device="cpu")
+    half = latentcodec.Codec("taef2-q2", device="cpu", dtype=torch.float16)
+    stream = reference.encode(photo, step=0.7, scale=0.5, denoiser=None)
+    broken = lambda rgb, size: torch.full((rgb.shape[0], 3, *size), torch.inf, dtype=rgb.dtype)  # noqa: E731
+    monkeypatch.setattr(half.session.model, "upscale", broken)
+    decoded = np.asarray(half.decode(stream))
+    assert half.session.fallbacks == 1
+    assert psnr(np.asarray(reference.decode(stream)), decoded) > 40  # the float32 rerun, not the broken pass
