@@ -13,6 +13,7 @@ from latentcodec.engine.denoise.registry import LoadedDenoiser, load_denoiser
 from latentcodec.engine.format import CodingMode
 from latentcodec.engine.images import pad_to_multiple
 from latentcodec.engine.models import LatentAutoencoder, ModelSpec, get_spec, load_model
+from latentcodec.engine.models.switched import by_branch, take
 from latentcodec.engine.runner import PassRunner
 from latentcodec.engine.tiling import TilePolicy, run_tiled
 
@@ -144,14 +145,7 @@ class ModelSession:
         through the stream's denoiser pass when named, else the decoder (told ``sigma`` if conditioned; for a
         model with two decoders, each row through the one its noise level picks)."""
         groups = self.model.branches(None if denoiser else sigma)
-        if groups[0][1] is None:
-            return self._decode(groups[0][0], latents, sigma, denoiser)
-        out = None
-        for branch, rows in groups:
-            part = self._decode(branch, latents[rows.to(latents.device)], sigma[rows.to(sigma.device)], denoiser)
-            out = part.new_empty((latents.shape[0], *part.shape[1:])) if out is None else out
-            out[rows.to(out.device)] = part
-        return out
+        return by_branch(groups, lambda b, rows: self._decode(b, take(latents, rows), take(sigma, rows), denoiser))
 
     def _decode(self, branch: int, latents: torch.Tensor, sigma: torch.Tensor, denoiser: DenoiserPass | None):
         model = self.model.branch(branch)

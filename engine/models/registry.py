@@ -35,7 +35,7 @@ TAEF2_FILES = {
 TAEF2Q_DECODER = Path(__file__).with_name("bundled") / "taef2q_decoder.safetensors"
 TAEF2Q_DECODER_SHA256 = "f329daebe648d854d496f34ad328618fba37b03855514e6037d76759a0c86d63"
 # taef2-q2 switches from TAEF2's decoder to taef2-q's at this noise level (RMS quantization error per latent),
-# where the tuned decoder starts to win on held-out photos (README, "Trained decoder")
+# where the tuned decoder starts to win on held-out photos (README, "Trained synthesis")
 TAEF2Q2_THRESHOLD = 0.35
 # made by training/upscaler.py (`latentcodec-lab train-upscaler`): resizes taef2-q2's downscaled streams
 TAEF2Q2_UPSCALER = Path(__file__).with_name("bundled") / "upscaler_taef2.safetensors"

@@ -9,6 +9,7 @@ passes run on batches of one branch; the model's own ``decode`` routes rows eage
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -57,12 +58,27 @@ class SwitchedAutoencoder(LatentAutoencoder):
 
     def _decoder(self, x: torch.Tensor, sigma: torch.Tensor | None, start: int, stop: int | None, run=None):
         """Rows below the threshold through the clean decoder, the others through the tuned one."""
-        groups = self.branches(sigma)
-        if groups[0][1] is None:
-            return self.branch(groups[0][0])._decoder(x, sigma, start, stop, run)
-        out = None
-        for branch, rows in groups:
-            part = self.branch(branch)._decoder(x[rows.to(x.device)], sigma[rows.to(sigma.device)], start, stop, run)
-            out = part.new_empty((x.shape[0], *part.shape[1:])) if out is None else out
-            out[rows.to(x.device)] = part
-        return out
+
+        def decode(branch: int, rows: torch.Tensor | None) -> torch.Tensor:
+            return self.branch(branch)._decoder(take(x, rows), take(sigma, rows), start, stop, run)
+
+        return by_branch(self.branches(sigma), decode)
+
+
+def take(x: torch.Tensor | None, rows: torch.Tensor | None) -> torch.Tensor | None:
+    """Rows ``rows`` of ``x`` (all of it for ``None``)."""
+    return x if x is None or rows is None else x[rows.to(x.device)]
+
+
+def by_branch(
+    groups: list[tuple[int, torch.Tensor | None]], run: Callable[[int, torch.Tensor | None], torch.Tensor]
+) -> torch.Tensor:
+    """``run(branch, rows)`` for each of :meth:`LatentAutoencoder.branches`' groups, its rows put back in order."""
+    if groups[0][1] is None:
+        return run(*groups[0])
+    out = None
+    for branch, rows in groups:
+        part = run(branch, rows)
+        out = part.new_empty((sum(len(r) for _, r in groups), *part.shape[1:])) if out is None else out
+        out[rows.to(out.device)] = part
+    return out
