@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from latentcodec.engine import bitstream, latent_refinement, search
 from latentcodec.engine.batching import batches_by_key
@@ -17,7 +16,7 @@ from latentcodec.engine.coders import Coder
 from latentcodec.engine.decoder import Decoder
 from latentcodec.engine.entropy import latent_stage, zstd
 from latentcodec.engine.format import ColorKind
-from latentcodec.engine.images import pad_to_multiple
+from latentcodec.engine.images import downscaled, pad_to_multiple
 from latentcodec.engine.intake import PreparedImage
 from latentcodec.engine.options import EncodeOptions
 from latentcodec.engine.pipeline import BatchPipeline, Outcomes, isolated
@@ -43,9 +42,7 @@ class EncodeJob:
         rgb = prepared.rgb
         height, width = rgb.shape[1:]
         if options.scale < 1:
-            size = (max(1, round(height * options.scale)), max(1, round(width * options.scale)))
-            rgb = to_unit(rgb, torch.float32)
-            rgb = F.interpolate(rgb[None], size=size, mode="bicubic", antialias=True)[0].clamp_(0, 1)
+            rgb = downscaled(to_unit(rgb, torch.float32), options.scale)
         return cls(rgb, prepared.alpha, prepared.kind, width, height)
 
 

@@ -22,6 +22,14 @@ def image_files(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def downscaled(rgb: torch.Tensor, scale: float) -> torch.Tensor:
+    """``[3, H, W]`` in [0, 1] at ``scale`` of each side (at least one pixel), antialiased bicubic: the picture the
+    encoder codes at a downscaled operating point."""
+    height, width = rgb.shape[1:]
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return F.interpolate(rgb[None], size=size, mode="bicubic", antialias=True)[0].clamp_(0, 1)
+
+
 def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad ``[B, 3, H, W]`` on the bottom/right by edge replication up to multiples of ``multiple``."""
     h, w = images.shape[-2:]

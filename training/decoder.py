@@ -66,7 +66,8 @@ class Sample:
     latents: torch.Tensor  # [C, h, w] float32
 
 
-def _load(path: Path, max_side: int) -> Image.Image:
+def load_image(path: Path, max_side: int) -> Image.Image:
+    """An RGB image shrunk to ``max_side`` pixels on its longest side (LANCZOS) when larger."""
     image = Image.open(path).convert("RGB")
     if max(image.size) > max_side:
         image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
@@ -89,7 +90,7 @@ def encode_images(paths: list[Path], config: TrainConfig, log=print) -> list[lis
     model = load_model("taef2")
     groups = []
     for n, path in enumerate(paths):
-        image = _load(path, config.max_side)
+        image = load_image(path, config.max_side)
         group = []
         for scale in config.scales:
             rgb = _scaled(image, scale)
@@ -233,7 +234,7 @@ def validate(model: ConditionedTinyDecoder, paths: list[Path], config: TrainConf
     own quantization, whole-image noise levels)."""
     base = load_model("taef2")
     lines = []
-    images = [_load(p, config.max_side) for p in paths]
+    images = [load_image(p, config.max_side) for p in paths]
     for label, scale, kind, knob in POINTS:
         scores = []
         for image in images:

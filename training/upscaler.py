@@ -20,15 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
 from latentcodec.bench.metrics import psnr, ssimulacra2
-from latentcodec.engine.images import image_files, pad_to_multiple
+from latentcodec.engine.images import downscaled, image_files, pad_to_multiple
 from latentcodec.engine.models import load_model
 from latentcodec.engine.models.upscaler import Upscaler, bicubic
 from latentcodec.training.common import cached, fit, save_fp16, training_main
-from latentcodec.training.decoder import SHARED, loss_terms
+from latentcodec.training.decoder import SHARED, load_image, loss_terms
 
 UPSCALER_LAYOUT = {"width": 48, "depth": 4}  # the engine builds the shipped upscaler with these
 
@@ -63,21 +61,16 @@ class Sample:
 
 
 def _load(path: Path, max_side: int) -> torch.Tensor:
-    image = Image.open(path).convert("RGB")
-    if max(image.size) > max_side:
-        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return torch.from_numpy(np.array(image)).permute(2, 0, 1)
+    return torch.from_numpy(np.array(load_image(path, max_side))).permute(2, 0, 1)
 
 
 @torch.no_grad()
 def decoded_small(model, image: torch.Tensor, scale: float, step: float) -> torch.Tensor:
     """What the codec's decoder hands the resize at ``scale`` and uniform ``step`` (no denoiser): ``[3, h, w]``."""
-    height, width = image.shape[1:]
-    size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    rgb = F.interpolate(image[None].float() / 255, size=size, mode="bicubic", antialias=True).clamp_(0, 1)
-    latents = model.encode(pad_to_multiple(rgb, model.spec.downsample))
+    rgb = downscaled(image.float() / 255, scale)
+    latents = model.encode(pad_to_multiple(rgb[None], model.spec.downsample))
     decoded = model.decode(torch.round(latents / step) * step)
-    return decoded[0, :, : size[0], : size[1]].clamp(0, 1)
+    return decoded[0, :, : rgb.shape[1], : rgb.shape[2]].clamp(0, 1)
 
 
 def make_samples(paths: list[Path], config: UpscalerConfig, generator: torch.Generator, log=print):
