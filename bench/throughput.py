@@ -222,7 +222,7 @@ def floor_images_per_s(cost: PassCost, peaks: Peaks) -> float:
 
 def kernel_seconds(device: torch.device, latent_shape: tuple[int, int, int, int], repeats: int = 20) -> dict:
     """Seconds per call of the fused quantize+pack and unpack+dequantize kernels on ``[B, C, h, w]`` latents."""
-    from latentcodec import kernels
+    from latentcodec.kernels import ops as kernels
 
     b, c = latent_shape[:2]
     latents = torch.randn(latent_shape, device=device, dtype=torch.float16).contiguous(

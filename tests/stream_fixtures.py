@@ -3,7 +3,7 @@
 The cases written before the context entropy method existed (``CASES``) are encoded with ``entropy="zstd"``:
 their pins are the original ones, so zstd streams are still written exactly as they were.
 
-``python -m tests.stream_fixtures`` rewrites ``fixtures/kodak_streams.json`` (only when the bitstream is meant to
+``python tests/stream_fixtures.py`` rewrites ``fixtures/kodak_streams.json`` (only when the bitstream is meant to
 change, and say so in the commit). The denoiser the streams name is a seeded random stand-in, written here, so the
 pinned bytes do not depend on which trained denoiser a machine has installed.
 """
@@ -114,7 +114,7 @@ def main() -> None:
     import os
     import tempfile
 
-    from tests.conftest import KODAK
+    from shared_inputs import KODAK
 
     with tempfile.TemporaryDirectory() as folder:
         os.environ[DENOISER_ENV] = str(write_seeded_denoiser(Path(folder) / "seeded.safetensors"))

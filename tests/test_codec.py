@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from shared_inputs import as_array
 
 import latentcodec
 from latentcodec.bench.metrics import psnr
 from latentcodec.bench.roundtrip import float_psnr
 from latentcodec.engine import bitstream
 from latentcodec.engine.errors import InvalidImageError, LatentCodecError, ModelMismatchError
-from tests.conftest import as_array
 
 
 @pytest.fixture(scope="module")

@@ -109,7 +109,7 @@ _DIGEST_SCRIPT = """
 import hashlib, sys
 import numpy as np
 from latentcodec.engine.entropy import context_coder, latent_stage
-from tests.test_context_coder import laplace_symbols
+from test_context_coder import laplace_symbols
 model = latent_stage.context_model("flux2")
 symbols = laplace_symbols(7, (32, 12, 17), 1.2)
 payload = context_coder.encode(symbols, model)
@@ -134,10 +134,10 @@ def test_payloads_are_the_same_in_any_process_and_thread_count(model, threads):
 
 def test_a_seconds_long_fitting_run(tmp_path):
     from PIL import Image
+    from shared_inputs import SHARED
 
     from latentcodec.engine.entropy.context_model import PRECISION, load
     from latentcodec.training.entropy_model import main
-    from tests.conftest import SHARED
 
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -2,12 +2,15 @@
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from shared_inputs import SHARED, as_array, kodak_path, train_tiny_denoiser
 
 import latentcodec
 from latentcodec.bench.metrics import psnr
@@ -20,7 +23,6 @@ from latentcodec.engine.models import load_model
 from latentcodec.engine.models.weights import BUNDLED, file_sha256, resolve
 from latentcodec.training import denoiser as training
 from latentcodec.training.denoiser import main as train_main
-from tests.conftest import SHARED, as_array, kodak_path, train_tiny_denoiser
 
 
 def test_latent_denoiser_is_small_and_starts_as_the_identity():
@@ -29,6 +31,42 @@ def test_latent_denoiser_is_small_and_starts_as_the_identity():
     latents = torch.randn(2, 32, 5, 7)  # not a multiple of the U-Net's 4: padded inside, cropped back
     out = model(latents, torch.tensor([0.3, 1.2]), 1)
     assert torch.equal(out, latents)
+
+
+@pytest.mark.parametrize("shape", [(2, 32, 8, 12), (1, 32, 16, 16), (3, 32, 4, 4)])
+def test_the_plain_torch_unet_computes_what_diffusers_unet2dmodel_does(shape):
+    """The shipped weights in our U-Net and in diffusers' ``UNet2DModel``: equal outputs, bit for bit, and the same
+    seeded initial weights (so seeded stand-ins, like the stream fixtures' denoiser, stay what they were)."""
+    diffusers = pytest.importorskip("diffusers")
+    config = latent_denoiser.unet_config(32)
+    torch.manual_seed(0)
+    reference = diffusers.UNet2DModel(**config)
+    torch.manual_seed(0)
+    ours = LatentDenoiser.untrained(32).unet
+    torch.nn.init.zeros_(reference.conv_out.weight)  # untrained() zeroes the output layer
+    torch.nn.init.zeros_(reference.conv_out.bias)
+    assert {k: v.tolist() for k, v in reference.state_dict().items()} == {
+        k: v.tolist() for k, v in ours.state_dict().items()
+    }
+    model, state = latent_denoiser.load(BUNDLED / "latent_denoiser_taef2.safetensors")
+    reference.load_state_dict({k: v.float() for k, v in state.items()})
+    generator = torch.Generator().manual_seed(sum(shape))
+    sample, timesteps = torch.randn(shape, generator=generator), torch.randn(shape[0], generator=generator) * 8
+    labels = torch.randint(0, 3, (shape[0],), generator=generator)
+    with torch.no_grad():
+        expected = reference(sample, timesteps, class_labels=labels).sample
+        assert torch.equal(model.unet(sample, timesteps, labels), expected)
+
+
+def test_the_default_path_imports_neither_diffusers_nor_transformers(tmp_path):
+    code = (
+        "import sys, latentcodec; from PIL import Image;"
+        "data = latentcodec.encode(Image.new('RGB', (40, 24), (200, 90, 30)), step=2.0);"
+        "assert latentcodec.info(data).denoiser == 'latent-denoiser', latentcodec.info(data);"
+        "latentcodec.decode(data);"
+        "loaded = {'diffusers', 'transformers'} & set(sys.modules); assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
 
 
 def test_nearby_noise_levels_get_nearby_conditioning():

@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_models import _save_tiny_kl
 
 from latentcodec import Codec, info
 from latentcodec.engine.denoise import sd_unet
 from latentcodec.engine.denoise.sd_unet import START_GRID, load_sd_unet
 from latentcodec.engine.errors import ModelError
-from tests.test_models import _save_tiny_kl
 
 
 def _save_tiny_pipeline(folder):

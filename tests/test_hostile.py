@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from hostile_inputs import dds_file, declared_stream, png_bomb, png_bytes
 from PIL import Image
 
 import latentcodec
@@ -23,7 +24,6 @@ from latentcodec.engine.errors import (
 )
 from latentcodec.engine.intake import prepare
 from latentcodec.engine.options import EncodeOptions
-from tests.hostile_inputs import dds_file, declared_stream, png_bomb, png_bytes
 
 SMALL = np.zeros((16, 16, 3), np.uint8)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from latentcodec import kernels
+from latentcodec.kernels import ops as kernels
 from latentcodec.kernels import reference
 
 pytest.importorskip("triton")

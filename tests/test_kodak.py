@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 from PIL import Image
+from shared_inputs import KODAK
 
 from latentcodec.bench.metrics import psnr
 from latentcodec.bench.roundtrip import float_psnr
 from latentcodec.engine.images import image_files
-from tests.conftest import KODAK
 
 # Floors well below the measured Kodak means (scalar8 30.2, uniform q50 29.3, palette 21.5 dB): they catch breakage.
 MODES = {"scalar8": 25.0, "uniform": 24.0, "palette": 17.0}

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from shared_inputs import as_array
 
 import latentcodec
 from latentcodec.bench.metrics import psnr
 from latentcodec.engine import latent_refinement, stream_edits
-from tests.conftest import as_array
 
 
 def test_refinement_lowers_the_loss_it_optimises():

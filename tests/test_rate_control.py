@@ -3,11 +3,11 @@
 import math
 
 import pytest
+from shared_inputs import as_array, kodak_path
 
 import latentcodec
 from latentcodec.engine import search
 from latentcodec.engine.search import Candidate
-from tests.conftest import as_array, kodak_path
 
 
 def test_search_finds_the_finest_step_that_fits():

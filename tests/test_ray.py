@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 ray = pytest.importorskip("ray")
+from shared_inputs import kodak_path  # noqa: E402
+
 from latentcodec.bindings import ray as lray  # noqa: E402
-from tests.conftest import kodak_path  # noqa: E402
 
 OPTIONS = {"mode": "uniform", "step": 2.0, "denoiser": None}  # workers do not see the tests' stand-in denoiser
 

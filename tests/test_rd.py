@@ -4,9 +4,9 @@ import json
 
 import pytest
 from PIL import Image
+from shared_inputs import KODAK, kodak_path
 
 from latentcodec.bench import cli, rd
-from tests.conftest import KODAK, kodak_path
 
 ANCHOR = [
     {"bpp": b, "psnr": p, "ms_ssim": m}

@@ -143,7 +143,7 @@ def test_gpu_codec_streams_decode_anywhere(codec, crops):
 @cuda
 @pytest.mark.parametrize(("qmin", "qmax", "nbytes"), [(0, 255, 1), (-127, 127, 1), (-32767, 32767, 2)])
 def test_triton_kernels_on_the_gpu_match_the_reference(qmin, qmax, nbytes):
-    from latentcodec import kernels
+    from latentcodec.kernels import ops as kernels
 
     g = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(5, 32, 64, 96, device="cuda", generator=g).to(torch.float16) * (qmax / 30)

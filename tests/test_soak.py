@@ -1,8 +1,9 @@
 """A short HTTP soak per CI run (``latentcodec-lab soak`` runs longer): no good request is lost."""
 
+from hostile_inputs import png_bytes
+
 from latentcodec.bench import soak
 from latentcodec.bindings.http_service import CodecServer, ServiceLimits
-from tests.hostile_inputs import png_bytes
 
 
 def test_no_good_request_is_lost_among_malformed_and_stalled_ones(codec, kodak_crop):

@@ -3,9 +3,8 @@
 import json
 
 import pytest
-
-from tests.conftest import KODAK
-from tests.stream_fixtures import DENOISER_ENV, FIXTURE, stream_digests, write_seeded_denoiser
+from shared_inputs import KODAK
+from stream_fixtures import DENOISER_ENV, FIXTURE, stream_digests, write_seeded_denoiser
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from shared_inputs import SHARED, kodak_path
 
 import latentcodec
 from latentcodec.bench.decoder_gain import as_model
@@ -14,7 +15,6 @@ from latentcodec.engine.images import psnr
 from latentcodec.engine.models import load_model, registry
 from latentcodec.engine.models.conditioned_decoder import ConditionedTinyDecoder
 from latentcodec.engine.models.weights import file_sha256
-from tests.conftest import SHARED, kodak_path
 
 OLD_STREAM = Path(__file__).parent / "fixtures" / "old_taef2_step2.lcd"
 
@@ -158,7 +158,7 @@ def test_an_old_stream_decodes_with_the_decoder_it_names():
 
 
 def test_both_branches_decode_tiled_as_whole():
-    from tests.test_tiling import TILE
+    from test_tiling import TILE
 
     photo = _photo((0, 0, 384, 256))
     whole = latentcodec.Codec("taef2-q2", device="cpu", tile=0)

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from shared_inputs import kodak_path
 
 from latentcodec import Codec
 from latentcodec.bench.tiles import border_ratio, seam_band
 from latentcodec.engine.images import psnr
 from latentcodec.engine.tiling import TilePolicy, Tiling, blend_weights
-from tests.conftest import kodak_path
 
 TILE = 256  # pixels: 32 TAEF2 cells, so a 768x512 Kodak image runs in 4 x 3 tiles
 

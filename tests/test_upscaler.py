@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+from shared_inputs import SHARED
 
 import latentcodec
 from latentcodec.bench.decoder_gain import as_model
@@ -9,7 +10,6 @@ from latentcodec.engine.images import psnr
 from latentcodec.engine.models import load_model, registry
 from latentcodec.engine.models.upscaler import Upscaler, bicubic
 from latentcodec.engine.models.weights import file_sha256
-from tests.conftest import SHARED
 
 
 def _photo(box=(0, 0, 320, 240)):

@@ -24,12 +24,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from latentcodec import kernels
 from latentcodec.engine.coders import PaletteCoder, rms_error
 from latentcodec.engine.coders.palette_fit import dither_indices
 from latentcodec.engine.images import image_files, pad_to_multiple, psnr, to_array
 from latentcodec.engine.models import load_model
 from latentcodec.engine.models.conditioned_decoder import ConditionedTinyDecoder
+from latentcodec.kernels import ops as kernels
 from latentcodec.training.common import cached, fit, save_fp16, training_main
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from latentcodec import kernels
 from latentcodec.bench.denoise import OPERATING_POINTS
 from latentcodec.engine.coders import PaletteCoder, rms_error
 from latentcodec.engine.coders.palette_fit import dither_indices
@@ -33,6 +32,7 @@ from latentcodec.engine.format import CodingMode
 from latentcodec.engine.images import image_files, psnr, to_array
 from latentcodec.engine.models import LatentAutoencoder, load_model
 from latentcodec.engine.search import STRENGTHS
+from latentcodec.kernels import ops as kernels
 from latentcodec.training.common import add_config_arguments, cached
 
 

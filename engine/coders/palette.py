@@ -7,12 +7,12 @@ import struct
 
 import torch
 
-from latentcodec import kernels
 from latentcodec.engine.coders.base import FLOAT32, CodedBatch, Coder, LatentShape, Layout, register_coder
 from latentcodec.engine.coders.palette_fit import dither_indices, fit_palette, nearest_indices
 from latentcodec.engine.coders.planes import as_bytes, channel_ranges, rms_error, to_device, unpack_ranges
 from latentcodec.engine.errors import CorruptStreamError
 from latentcodec.engine.format import MAX_PALETTE, CodingMode
+from latentcodec.kernels import ops as kernels
 
 _PARAMS = struct.Struct("<H")  # palette entries; then each channel's float16 lo, hi
 

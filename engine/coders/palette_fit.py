@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from latentcodec import kernels
+from latentcodec.kernels import ops as kernels
 
 
 def _squared_distances(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:

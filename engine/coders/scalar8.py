@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from latentcodec import kernels
 from latentcodec.engine.coders.base import FLOAT32, CodedBatch, Coder, LatentShape, Layout, register_coder
 from latentcodec.engine.coders.planes import as_bytes, channel_ranges, rms_error, to_device, unpack_ranges
 from latentcodec.engine.format import CodingMode
+from latentcodec.kernels import ops as kernels
 
 
 @register_coder

@@ -7,11 +7,11 @@ import struct
 import numpy as np
 import torch
 
-from latentcodec import kernels
 from latentcodec.engine.coders.base import FLOAT32, CodedBatch, Coder, LatentShape, Layout, register_coder
 from latentcodec.engine.coders.planes import as_bytes, rms_error, to_device
 from latentcodec.engine.errors import CorruptStreamError
 from latentcodec.engine.format import MAX_STEP, MIN_STEP, CodingMode
+from latentcodec.kernels import ops as kernels
 
 _PARAMS = struct.Struct("<fB")  # step (float32), symbol width in bytes
 

@@ -1,20 +1,19 @@
-"""The project's own latent denoiser: a small diffusers ``UNet2DModel`` that cleans quantized TAEF2 latents."""
+"""The project's own latent denoiser: a small U-Net (``unet.py``, diffusers' ``UNet2DModel`` in plain torch) that
+cleans quantized TAEF2 latents."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentcodec.engine.denoise.unet import UNet, UNetConfig
 from latentcodec.engine.errors import ModelError, WeightsMismatchError
+from latentcodec.engine.models.assembly import with_state
 from latentcodec.engine.models.weights import file_sha256
-
-if TYPE_CHECKING:
-    from diffusers import UNet2DModel
 
 # The U-Net's timestep is 4 ln(noise level): over the noise levels the codec makes (about 0.05..2) its sinusoidal
 # embedding turns slowly, so nearby levels get nearby corrections (why not 1000 x the level: README, "Latent
@@ -26,7 +25,8 @@ _LEVELS = 3
 
 
 def unet_config(latent_channels: int = 32) -> dict:
-    """The ``UNet2DModel`` config: three levels of 32/48/64 channels, no attention (0.92M parameters at 32)."""
+    """The U-Net config (``UNet2DModel``'s fields): three levels of 32/48/64 channels, one self-attention in the
+    mid block (0.92M parameters at 32)."""
     return {
         "in_channels": latent_channels,
         "out_channels": latent_channels,
@@ -53,16 +53,14 @@ class LatentDenoiser(nn.Module):
     from dithered palette noise of the same level.
     """
 
-    def __init__(self, unet: UNet2DModel) -> None:
+    def __init__(self, unet: UNet) -> None:
         super().__init__()
         self.unet = unet
         self.multiple = 2 ** (len(unet.config.block_out_channels) - 1)
 
     @classmethod
     def untrained(cls, latent_channels: int = 32) -> LatentDenoiser:
-        from diffusers import UNet2DModel
-
-        model = cls(UNet2DModel(**unet_config(latent_channels)))
+        model = cls(UNet(UNetConfig.from_dict(unet_config(latent_channels))))
         nn.init.zeros_(model.unet.conv_out.weight)
         nn.init.zeros_(model.unet.conv_out.bias)
         return model
@@ -77,7 +75,7 @@ class LatentDenoiser(nn.Module):
         x = F.pad(latents, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else latents
         sigma = sigma.to(latents.dtype).reshape(-1)
         modes = torch.as_tensor(mode, device=latents.device).expand(latents.shape[0])
-        correction = self.unet(x, timestep(sigma), class_labels=modes).sample[..., :h, :w]
+        correction = self.unet(x, timestep(sigma), modes)[..., :h, :w]
         return latents + sigma[:, None, None, None] * correction
 
 
@@ -99,7 +97,6 @@ def save(model: LatentDenoiser, path: Path, metadata: dict[str, str]) -> None:
 
 def load(path: Path, sha256: str | None = None) -> tuple[LatentDenoiser, dict[str, torch.Tensor]]:
     """A denoiser from a file written by :func:`save` (verified against ``sha256`` when given), and its state."""
-    from diffusers import UNet2DModel
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -117,6 +114,9 @@ def load(path: Path, sha256: str | None = None) -> tuple[LatentDenoiser, dict[st
         )
     config = metadata["config"]
     state = load_file(str(path))
-    model = LatentDenoiser(UNet2DModel(**config))
-    model.unet.load_state_dict({k: v.float() for k, v in state.items()})
+    try:
+        unet_config = UNetConfig.from_dict(config)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"denoiser weights {path} have an unsupported config: {exc}") from exc
+    model = LatentDenoiser(with_state(lambda: UNet(unet_config), state))
     return model, state

@@ -10,6 +10,7 @@ from torch import nn
 
 from latentcodec.engine.errors import ModelError, WeightsMismatchError, WeightsNotFoundError
 from latentcodec.engine.models import weights as weights_lib
+from latentcodec.engine.models.assembly import with_state
 from latentcodec.engine.models.autoencoder import LatentAutoencoder, ModelSpec, state_fingerprint
 from latentcodec.engine.models.switched import SwitchedAutoencoder
 from latentcodec.engine.models.tiny_autoencoder import (
@@ -26,10 +27,8 @@ TINY_SPLIT = {"encoder_global_from": ENCODER_GLOBAL_FROM, "decoder_local_from": 
 def load_tiny(spec: ModelSpec, files: dict[str, weights_lib.WeightsFile], midblock: bool) -> LatentAutoencoder:
     """A TAESD-family model from its ``encoder``/``decoder`` state-dict files."""
     states = _states(files)
-    encoder = tiny_encoder(spec.latent_channels, midblock)
-    decoder = tiny_decoder(spec.latent_channels, midblock)
-    encoder.load_state_dict({k: v.float() for k, v in states["encoder"].items()})
-    decoder.load_state_dict({k: v.float() for k, v in states["decoder"].items()})
+    encoder = with_state(lambda: tiny_encoder(spec.latent_channels, midblock), states["encoder"])
+    decoder = with_state(lambda: tiny_decoder(spec.latent_channels, midblock), states["decoder"])
     fingerprint = state_fingerprint(states["encoder"], states["decoder"])
     return LatentAutoencoder(spec, encoder, decoder, fingerprint, **TINY_SPLIT)
 
@@ -55,14 +54,13 @@ def load_tiny_switched(
     noise levels from ``threshold`` on, with a bundled learned upscaler (bundled files: (path, sha256))."""
     states = _states(files)
     tuned_state, upscaler_state = _bundled_state(spec, *decoder), _bundled_state(spec, *upscaler)
-    clean = tiny_decoder(spec.latent_channels, midblock=True)
-    clean.load_state_dict({k: v.float() for k, v in states["decoder"].items()})
+    clean = with_state(lambda: tiny_decoder(spec.latent_channels, midblock=True), states["decoder"])
     level = {"threshold": torch.tensor(threshold, dtype=torch.float64)}
     fingerprint = state_fingerprint(states["encoder"], states["decoder"], tuned_state, level, upscaler_state)
     encoder, tuned = _tiny_encoder(spec, states["encoder"]), _conditioned_decoder(spec, tuned_state)
     model = SwitchedAutoencoder(spec, encoder, tuned, clean, fingerprint, threshold, **TINY_SPLIT)
-    model.upscaler = Upscaler(**{k: int(v) for k, v in _metadata(upscaler[0], ("width", "depth")).items()})
-    model.upscaler.load_state_dict({k: v.float() for k, v in upscaler_state.items()})
+    shape = {k: int(v) for k, v in _metadata(upscaler[0], ("width", "depth")).items()}
+    model.upscaler = with_state(lambda: Upscaler(**shape), upscaler_state)
     return model
 
 
@@ -95,17 +93,13 @@ def _bundled_state(spec: ModelSpec, path: Path, sha256: str) -> dict[str, torch.
 
 
 def _tiny_encoder(spec: ModelSpec, state: dict[str, torch.Tensor]) -> nn.Module:
-    encoder = tiny_encoder(spec.latent_channels, midblock=True)
-    encoder.load_state_dict({k: v.float() for k, v in state.items()})
-    return encoder
+    return with_state(lambda: tiny_encoder(spec.latent_channels, midblock=True), state)
 
 
 def _conditioned_decoder(spec: ModelSpec, state: dict[str, torch.Tensor]) -> nn.Module:
     from latentcodec.engine.models.conditioned_decoder import ConditionedTinyDecoder
 
-    decoder = ConditionedTinyDecoder(spec.latent_channels)
-    decoder.load_state_dict({k: v.float() for k, v in state.items()})
-    return decoder
+    return with_state(lambda: ConditionedTinyDecoder(spec.latent_channels), state)
 
 
 class _KLEncoder(nn.Module):

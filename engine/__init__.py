@@ -1,1 +1,0 @@
-"""The codec engine: models, latent coding, bitstream, entropy stage and the public API."""

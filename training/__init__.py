@@ -1,1 +1,0 @@
-"""Training the project's own networks (lab code: the engine never imports it)."""
