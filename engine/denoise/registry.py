@@ -69,7 +69,8 @@ DENOISERS: Registry[DenoiserSpec, LoadedDenoiser] = Registry(
             ("taef2", "taef2-q2"),  # before the decoder; taef2-q2 decodes denoised latents with TAEF2's decoder
             _load_latent_denoiser,
             source_env="LATENTCODEC_LATENT_DENOISER",
-            description="The project's 0.9M-parameter UNet2DModel, trained on TAEF2 latents (training/denoiser.py)",
+            description="The project's 0.9M-parameter U-Net (plain torch), trained on TAEF2 latents"
+            " (training/denoiser.py)",
             strength=0.5,  # chosen on held-out training images (README, "Latent denoiser")
         ),
         "sd-unet": DenoiserSpec(

@@ -121,14 +121,18 @@ class _Decoder(_KLEncoder):
         return self.vae.decode(latents).sample
 
 
-def load_diffusers(spec: ModelSpec, source: str | Path, kind: str, download: bool = False) -> LatentAutoencoder:
+def load_diffusers(
+    spec: ModelSpec, source: str | Path, kind: str, download: bool = False, source_env: str | None = None
+) -> LatentAutoencoder:
     """A diffusers ``AutoencoderKL`` (``kind="kl"``) or ``AutoencoderTiny`` (``kind="tiny"``).
 
     ``source`` is a hub id or a local folder, passed to ``from_pretrained`` as a user with the weights would;
-    without ``download`` only files already on this machine are read (no network).
+    without ``download`` only files already on this machine are read (no network). ``source_env``: the
+    environment variable that names another source (said in the error when the source is not here).
     """
     if not download:
-        weights_lib.require_local(str(source), f"model {spec.model_id!r}")
+        ways = ["Codec(source=...)", "latentcodec --source", *([f"${source_env}"] if source_env else [])]
+        weights_lib.require_local(str(source), f"model {spec.model_id!r}", f"name its source ({', '.join(ways)})")
     from diffusers import AutoencoderKL, AutoencoderTiny
 
     cls = AutoencoderKL if kind == "kl" else AutoencoderTiny
