@@ -1,9 +1,15 @@
 """``latentcodec`` command line: encode, decode, info and serve. Its encode flags are the encode options schema.
 
+Global flags (``--model``, ``--device``, ``--batch-size``, ``--tile``, ``--source``) go before or after the
+subcommand. Everything that can be checked is checked before any work: flags and options, output paths
+(:mod:`latentcodec.bindings.cli_outputs`), the model id, inputs; only then is a model loaded. Each input is
+reported as it is done (:mod:`latentcodec.bindings.cli_report`).
+
 Exit status: 0 when every item succeeded, 1 when any item failed (an unreadable, missing or corrupt input, an
-output that could not be written; the others are still written), 2 for a usage error (bad flags or options,
-outputs that would overwrite an input or each other), nothing written. Outputs are written atomically
-(a temporary file renamed into place), so a failure never leaves a partial file.
+output that could not be written; the others are still written) or ``serve`` cannot listen, 2 for a usage error
+(bad flags or options, an unknown model, outputs that would overwrite an input or each other or cannot be
+written), nothing written. Outputs are written atomically (a temporary file renamed into place), so a failure
+never leaves a partial file. Commands that need no model (``info``, ``--help``) never import torch.
 Benchmarks and training are lab work: ``latentcodec-lab`` (:mod:`latentcodec.bench.cli`).
 """
 
@@ -13,49 +19,84 @@ import argparse
 import io
 import json
 import os
+import socket
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import fields
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from PIL import Image
 from tqdm import tqdm
 
+from latentcodec.bindings.cli_outputs import ALPHA_FORMATS, IMAGE_FORMATS, image_format, plan_outputs
+from latentcodec.bindings.cli_report import Done, Report
 from latentcodec.engine.errors import InvalidInputError, LatentCodecError
 from latentcodec.engine.format import DEFAULT_MODEL
+from latentcodec.engine.info import StreamInfo, info
+
+if TYPE_CHECKING:  # type hints only: each command imports what it runs (torch only where a model loads)
+    from latentcodec.bindings.http_service import ServiceLimits
+    from latentcodec.engine.codec import Codec
+    from latentcodec.engine.options import EncodeOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
+
+# the global flags: (flag, argparse keywords); every subcommand accepts them too
+GLOBAL_FLAGS: tuple[tuple[str, dict], ...] = (
+    ("--model", {"default": DEFAULT_MODEL, "help": "autoencoder id"}),
+    ("--device", {"help": "torch device (default: cuda if available, else cpu)"}),
+    ("--batch-size", {"type": int, "default": 8, "help": "images per device batch"}),
+    (
+        "--tile",
+        {
+            "type": int,
+            "help": "run the autoencoder on overlapping tiles of this many pixels a side (0: never; default: above "
+            "a size chosen from memory)",
+        },
+    ),
+    (
+        "--source",
+        {
+            "help": "where sd-vae or taesd load from: a hub id or folder (default: $LATENTCODEC_SD_VAE or "
+            "$LATENTCODEC_TAESD, else the model's hub id, from this machine only)"
+        },
+    ),
+)
 
 
 class UserError(Exception):
-    """A mistake on the command line: reported in one line, no traceback."""
+    """A mistake on the command line: reported in one line, no traceback, exit status 2."""
 
 
-def _outputs(inputs: Sequence[Path], output: Path | None, suffix: str) -> list[Path]:
-    """Where each input's result goes: ``-o`` names a file for one input, else a folder. Refuses outputs that
-    would overwrite an input or each other."""
-    if output is not None and len(inputs) == 1 and not output.is_dir():
-        outputs = [output]
-    elif output is not None and output.exists() and not output.is_dir():
-        raise UserError(f"{output} is a file: with several inputs, -o names a folder")
-    else:
-        outputs = [(output or path.parent) / (path.stem + suffix) for path in inputs]
-    sources = {path.resolve() for path in inputs}
-    seen: dict[Path, Path] = {}
-    for path, out in zip(inputs, outputs, strict=True):
-        target = out.resolve()
-        if target in sources:
-            raise UserError(f"refusing to overwrite the input {out}")
-        if target in seen:
-            raise UserError(f"{seen[target]} and {path} would both be written to {out}")
-        seen[target] = path
-    if output is not None and len(inputs) > 1:
-        output.mkdir(parents=True, exist_ok=True)
-    return outputs
+class CommandFailed(Exception):
+    """A command that could not do its work (``serve`` cannot listen): one line, exit status 1."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless it has none worth showing (None, False, suppressed)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose help, and its subcommands', shows the defaults."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """``data`` into ``path`` through a temporary file renamed into place: never a partial file."""
+    """``data`` into ``path`` (its folders created) through a temporary file renamed into place: never a partial
+    file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         temporary.write_bytes(data)
@@ -71,30 +112,29 @@ def _read(path: Path) -> bytes:
         raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def make_codec(args: argparse.Namespace):
-    """The codec the global flags ask for."""
+def check_model(model_id: str) -> None:
+    """UserError unless ``model_id`` is a registered model."""
+    from latentcodec.engine.models import available_models
+
+    if model_id not in available_models():
+        raise UserError(f"unknown model {model_id!r}; known: {', '.join(available_models())}")
+
+
+def make_codec(args: argparse.Namespace) -> Codec:
+    """The codec the global flags ask for; UserError for an unknown ``--model``."""
+    check_model(args.model)
+    return codec_of(args, args.model)
+
+
+def codec_of(args: argparse.Namespace, model: str) -> Codec:
+    """A codec of ``model`` on the device, batch size, tiles and source the global flags ask for."""
     from latentcodec.engine.codec import Codec
 
-    return Codec(args.model, device=args.device, batch_size=args.batch_size, tile=args.tile)
+    return Codec(model, device=args.device, batch_size=args.batch_size, tile=args.tile, source=args.source)
 
 
 def progress_bar(total: int | None, what: str, unit: str = "img") -> tqdm:
     return tqdm(total=total, desc=what, unit=unit, disable=None, file=sys.stderr)
-
-
-def _report(paths: Sequence[Path], results, outputs: Sequence[Path], write) -> int:
-    failures = 0
-    for path, result, out in zip(paths, results, outputs, strict=True):
-        if result.ok:
-            try:
-                write(result.value, out)
-            except (OSError, ValueError) as exc:
-                print(f"latentcodec: {path}: cannot write {out}: {exc}", file=sys.stderr)
-                failures += 1
-        else:
-            print(f"latentcodec: {path}: {result.error}", file=sys.stderr)
-            failures += 1
-    return EXIT_FAILED if failures else EXIT_OK
 
 
 def add_option_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,18 +144,23 @@ def add_option_arguments(parser: argparse.ArgumentParser) -> None:
     for option in fields(EncodeOptions):
         meta = option.metadata
         flags = [f"--{option.name.replace('_', '-')}", *([meta["short"]] if "short" in meta else [])]
+        default = getattr(option.default, "label", option.default)
+        shown = {"help": meta["help"] + ("" if default is None else f" (default: {default})")}
         if meta["parse"] is parse_bool:
-            parser.add_argument(
-                *flags, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=meta["help"]
-            )
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, **shown)
         else:
             kind = str if "choices" in meta else meta["parse"]
-            parser.add_argument(
-                *flags, type=kind, choices=meta.get("choices"), default=argparse.SUPPRESS, help=meta["help"]
-            )
+            parser.add_argument(*flags, type=kind, choices=meta.get("choices"), default=argparse.SUPPRESS, **shown)
 
 
-def options_from(args: argparse.Namespace):
+def add_report_flags(parser: argparse.ArgumentParser) -> None:
+    """``--json`` and ``--quiet``: how a command reports each input (:mod:`latentcodec.bindings.cli_report`)."""
+    style = parser.add_mutually_exclusive_group()
+    style.add_argument("--json", dest="style", action="store_const", const="json", help="one JSON object per input")
+    style.add_argument("--quiet", dest="style", action="store_const", const="quiet", help="print nothing but errors")
+
+
+def options_from(args: argparse.Namespace) -> EncodeOptions:
     """The validated :class:`EncodeOptions` of the flags given."""
     from latentcodec.engine.options import EncodeOptions
 
@@ -125,54 +170,146 @@ def options_from(args: argparse.Namespace):
         raise UserError(str(exc)) from None
 
 
+def outputs_of(args: argparse.Namespace, suffix: str, file_suffixes: Collection[str]) -> list[Path]:
+    """Where each input's result goes (:func:`plan_outputs`); UserError for a mistake."""
+    try:
+        return plan_outputs(args.inputs, args.output, suffix, file_suffixes)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def batches(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    """``items`` in runs of ``size`` (the last shorter)."""
+    return [items[start : start + size] for start in range(0, len(items), max(1, size))]
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
     options = options_from(args)
-    codec = make_codec(args)
-    outputs = _outputs(args.inputs, args.output, ".lcz")
-    with progress_bar(len(args.inputs), "encode") as bar:
-        results = codec.encode_batch([str(p) for p in args.inputs], progress=bar.update, options=options)
-    return _report(args.inputs, results, outputs, lambda data, out: write_atomically(out, data))
+    outputs = outputs_of(args, ".lcz", {".lcz"})
+    check_model(args.model)
+    with Report(args.style, len(args.inputs), "encode") as report:
+        jobs = [(path, out) for path, out in zip(args.inputs, outputs, strict=True) if _present(path, report)]
+        if jobs:
+            _encode_all(codec_of(args, args.model), jobs, options, args.batch_size, report)
+        return EXIT_OK if report.finish() else EXIT_FAILED
+
+
+def _encode_all(
+    codec: Codec, jobs: list[tuple[Path, Path]], options: EncodeOptions, batch_size: int, report: Report
+) -> None:
+    """Encode ``jobs`` (input, output) batch by batch, reporting each."""
+    for batch in batches(jobs, batch_size):
+        started = time.perf_counter()
+        results = codec.encode_batch([str(path) for path, _ in batch], options=options, progress=report.advance)
+        seconds = (time.perf_counter() - started) / len(batch)
+        for (path, out), result in zip(batch, results, strict=True):
+            if not result.ok:
+                report.failed(path, result.error)
+                continue
+            _deliver(report, path, out, result.unwrap, info(result.value), seconds)
+
+
+def _deliver(
+    report: Report, path: Path, out: Path, render: Callable[[], bytes], stream: StreamInfo, seconds: float
+) -> None:
+    """Write ``render()`` to ``out`` and report ``path`` done, or failed to be written."""
+    try:
+        write_atomically(out, render())
+    except (OSError, ValueError) as exc:
+        report.failed(path, f"cannot write {out}: {exc}")
+    else:
+        report.done(Done.of(path, out, stream, seconds))
+
+
+def _present(path: Path, report: Report) -> bool:
+    """Whether ``path`` is a readable file; if not, the input is reported failed at once, before any model loads."""
+    if path.is_file() and os.access(path, os.R_OK):
+        return True
+    report.rejected(path, f"no such file: {path}" if not path.exists() else f"cannot read {path}")
+    return False
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """A stream to decode, read and its header parsed, and where its image goes in which format."""
+
+    path: Path
+    output: Path
+    pil_format: str
+    data: bytes
+    stream: StreamInfo
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from latentcodec.engine.api import decode_batch
-    from latentcodec.engine.results import Result
+    outputs = outputs_of(args, "." + args.format, IMAGE_FORMATS)
+    formats = [_image_format(out) for out in outputs]
+    with Report(args.style, len(args.inputs), "decode") as report:
+        jobs = [_decode_job(*job, report) for job in zip(args.inputs, outputs, formats, strict=True)]
+        jobs = [job for job in jobs if job is not None]
+        for job in jobs:
+            _check_alpha(job)
+        for model in sorted({job.stream.model for job in jobs}):
+            _decode_all(args, model, [job for job in jobs if job.stream.model == model], report)
+        return EXIT_OK if report.finish() else EXIT_FAILED
 
-    outputs = _outputs(args.inputs, args.output, "." + args.format)
-    read = [_attempt_read(p) for p in args.inputs]
-    readable = [i for i, r in enumerate(read) if r.ok]
-    with progress_bar(len(readable), "decode") as bar:
-        decoded = decode_batch(
-            [read[i].value for i in readable],
-            progress=bar.update,
+
+def _image_format(path: Path) -> str:
+    try:
+        return image_format(path)
+    except ValueError as exc:
+        raise UserError(f"{exc} (or end -o with / to name a folder)") from None
+
+
+def _decode_job(path: Path, output: Path, pil_format: str, report: Report) -> DecodeJob | None:
+    """The input read and its header parsed, or None once its failure is reported (before any model loads)."""
+    try:
+        data = _read(path)
+        return DecodeJob(path, output, pil_format, data, info(data))
+    except LatentCodecError as exc:
+        report.rejected(path, exc)
+        return None
+
+
+def _check_alpha(job: DecodeJob) -> None:
+    """UserError if the stream has an alpha plane that its output's format cannot hold."""
+    if job.stream.alpha and job.pil_format not in ALPHA_FORMATS:
+        keep = ", ".join(sorted(suffix for suffix, name in IMAGE_FORMATS.items() if name in ALPHA_FORMATS))
+        raise UserError(f"{job.path} has an alpha plane, which {job.pil_format} cannot hold: decode it to {keep}")
+
+
+def _decode_all(args: argparse.Namespace, model: str, jobs: list[DecodeJob], report: Report) -> None:
+    """Decode ``jobs`` (streams of ``model``) batch by batch, reporting each; a model that cannot load fails them."""
+    try:
+        codec = codec_of(args, model)
+    except LatentCodecError as exc:
+        for job in jobs:
+            report.rejected(job.path, exc)
+        return
+    for batch in batches(jobs, args.batch_size):
+        started = time.perf_counter()
+        results = codec.decode_batch(
+            [job.data for job in batch],
+            progress=report.advance,
             denoise=not args.no_denoise,
             max_pixels=args.max_pixels,
         )
-    results: list[Result] = list(read)
-    for index, result in zip(readable, decoded, strict=True):
-        results[index] = result
-    return _report(args.inputs, results, outputs, lambda image, out: write_atomically(out, _encoded(image, out)))
+        seconds = (time.perf_counter() - started) / len(batch)
+        for job, result in zip(batch, results, strict=True):
+            if not result.ok:
+                report.failed(job.path, result.error)
+                continue
+            render = partial(_encoded, result.value, job.pil_format)
+            _deliver(report, job.path, job.output, render, job.stream, seconds)
 
 
-def _attempt_read(path: Path):
-    from latentcodec.engine.results import Result
-
-    try:
-        return Result(_read(path))
-    except LatentCodecError as exc:
-        return Result(error=exc)
-
-
-def _encoded(image, path: Path) -> bytes:
-    """``image`` in the format its path's suffix names."""
+def _encoded(image: Image.Image, format: str) -> bytes:
+    """``image`` in the Pillow ``format``."""
     buffer = io.BytesIO()
-    image.save(buffer, format=Image.registered_extensions().get(path.suffix.lower()) or "PNG")
+    image.save(buffer, format=format)
     return buffer.getvalue()
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from latentcodec.engine.info import info
-
     status = EXIT_OK
     for path in args.inputs:
         try:
@@ -191,19 +328,16 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from latentcodec.bindings.http_service import TOKEN_ENV, CodecServer, ServiceLimits
+    from latentcodec.bindings.http_service import CodecServer
 
-    limits = ServiceLimits(
-        max_body=args.max_body,
-        max_pixels=args.max_pixels,
-        max_effort=args.max_effort,
-        allow_target_psnr=args.allow_target_psnr,
-        max_connections=args.max_connections,
-        max_pending=args.max_pending,
-        timeout_s=args.timeout,
-        token=args.token or os.environ.get(TOKEN_ENV) or None,
-    )
-    server = CodecServer((args.host, args.port), make_codec(args), max_latency_ms=args.max_latency_ms, limits=limits)
+    limits, address = _service_limits(args), (args.host, args.port)
+    _check_address(address)
+    check_model(args.model)
+    codec = codec_of(args, args.model)
+    try:
+        server = CodecServer(address, codec, max_latency_ms=args.max_latency_ms, limits=limits)
+    except OSError as exc:
+        raise _cannot_listen(address, exc) from None
     host, port = server.server_address[:2]
     print(f"latentcodec: serving {args.model} on http://{host}:{port} (POST /encode, POST /decode, GET /health)")
     try:
@@ -213,48 +347,95 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _service_defaults():
+def _service_limits(args: argparse.Namespace) -> ServiceLimits:
+    from latentcodec.bindings.http_service import TOKEN_ENV, ServiceLimits
+
+    return ServiceLimits(
+        max_body=args.max_body,
+        max_pixels=args.max_pixels,
+        max_effort=args.max_effort,
+        allow_target_psnr=args.allow_target_psnr,
+        max_connections=args.max_connections,
+        max_pending=args.max_pending,
+        timeout_s=args.timeout,
+        token=args.token or os.environ.get(TOKEN_ENV) or None,
+    )
+
+
+def _check_address(address: tuple[str, int]) -> None:
+    """CommandFailed if nothing can listen on ``address`` (a port in use, a host not of this machine)."""
+    try:
+        with socket.socket() as probe:  # as the server binds: IPv4, reusing addresses nothing listens on
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise _cannot_listen(address, exc) from None
+
+
+def _cannot_listen(address: tuple[str, int], exc: OSError) -> CommandFailed:
+    return CommandFailed(f"cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc}")
+
+
+def _service_defaults() -> ServiceLimits:
     from latentcodec.bindings.http_service import ServiceLimits
 
     return ServiceLimits()
 
 
 def codec_parser(prog: str, description: str) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
-    """A parser with the global codec flags (``--model``, ``--device``, ``--batch-size``) and its subcommands."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"autoencoder id (default {DEFAULT_MODEL})")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument(
-        "--tile",
-        type=int,
-        default=None,
-        help="run the autoencoder on overlapping tiles of this many pixels a side (0: never; default: above a "
-        "size chosen from memory)",
-    )
+    """A parser with the global codec flags (``--model``, ``--device``...) and its subcommands; call
+    :func:`share_global_flags` once they are all added."""
+    parser = Parser(prog=prog, description=description)
+    _add_global_flags(parser, shared=False)
     return parser, parser.add_subparsers(dest="command", required=True)
+
+
+def share_global_flags(parser: argparse.ArgumentParser) -> None:
+    """Let every subcommand (and theirs) accept the global flags too: copies that set a value only when given."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subcommand in action.choices.values():
+                _add_global_flags(subcommand, shared=True)
+                share_global_flags(subcommand)
+
+
+def _add_global_flags(parser: argparse.ArgumentParser, shared: bool) -> None:
+    """The global flags on ``parser``; ``shared`` copies default to SUPPRESS (so they never clobber a value given
+    before the subcommand) and say the default in their help. A subcommand's own flag of the same name wins."""
+    for flag, options in GLOBAL_FLAGS:
+        if flag in parser._option_string_actions:
+            continue
+        if shared:
+            default = options.get("default")
+            help = options["help"] + ("" if default is None else f" (default: {default})")
+            options = {**options, "default": argparse.SUPPRESS, "help": help}
+        parser.add_argument(flag, **options)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser, sub = codec_parser("latentcodec", "Latent-diffusion image codec.")
+    output_help = "output file (one input) or folder (several inputs, an existing folder, or a path ending in /)"
 
     enc = sub.add_parser("encode", help="encode images to .lcz streams")
     enc.add_argument("inputs", nargs="+", type=Path)
-    enc.add_argument("-o", "--output", type=Path, help="output file (one input) or folder")
+    enc.add_argument("-o", "--output", help=output_help)
+    add_report_flags(enc)
     add_option_arguments(enc)
     enc.set_defaults(run=cmd_encode)
 
     dec = sub.add_parser("decode", help="decode .lcz streams to images")
     dec.add_argument("inputs", nargs="+", type=Path)
-    dec.add_argument("-o", "--output", type=Path, help="output file (one input) or folder")
-    dec.add_argument("--format", default="png", help="file suffix when writing to a folder (default png)")
+    dec.add_argument("-o", "--output", help=output_help + "; a file's suffix names its format")
+    suffixes = sorted(suffix[1:] for suffix in IMAGE_FORMATS)
+    dec.add_argument("--format", default="png", choices=suffixes, help="image format of outputs named after inputs")
     dec.add_argument("--no-denoise", action="store_true", help="skip the denoiser a stream asks for")
     dec.add_argument("--max-pixels", type=int, help="refuse streams declaring more pixels (untrusted input)")
+    add_report_flags(dec)
     dec.set_defaults(run=cmd_decode)
 
     inf = sub.add_parser("info", help="print stream headers")
     inf.add_argument("inputs", nargs="+", type=Path)
-    inf.add_argument("--json", action="store_true")
+    inf.add_argument("--json", action="store_true", help="one JSON object per stream")
     inf.set_defaults(run=cmd_info)
 
     srv = sub.add_parser("serve", help="HTTP service: POST /encode, POST /decode, GET /health")
@@ -274,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     from latentcodec.bindings.dataset_cli import add_dataset_parser
 
     add_dataset_parser(sub)
+    share_global_flags(parser)
     return parser
 
 
@@ -286,7 +468,7 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     except UserError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except LatentCodecError as exc:
+    except (LatentCodecError, CommandFailed) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -1,11 +1,22 @@
-"""``latentcodec dataset encode|decode SRC DEST``: dataset jobs on Ray (:mod:`latentcodec.bindings.ray`)."""
+"""``latentcodec dataset encode|decode SRC DEST``: dataset jobs on Ray (:mod:`latentcodec.bindings.ray`).
+
+Exit status: 0 when every input succeeded (files of a source folder that are not inputs are listed as ignored),
+1 when any failed, 2 for a usage error (inputs that would share an output: nothing written). The terminal shows
+our progress bar and summary, not Ray's chatter: its loggers stay quiet below errors, and what its C++ core
+writes straight to the process's stderr goes to Ray's session logs only.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import sys
+from collections.abc import Iterator
 
 from latentcodec.bindings.cli import EXIT_FAILED, EXIT_OK, UserError, add_option_arguments, options_from, progress_bar
+from latentcodec.bindings.dataset_store import MANIFEST, CollidingInputsError
 
 
 def add_dataset_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,31 +44,64 @@ def cmd_dataset(args: argparse.Namespace) -> int:
         from latentcodec.bindings import ray as dataset_jobs
     except ImportError as exc:
         raise UserError(f"dataset jobs need Ray: pip install 'latentcodec[ray]' ({exc})") from None
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # the progress bar below says how far it is
+    options = options_from(args).as_dict() if args.direction == "encode" else {"denoise": not args.no_denoise}
+    with _quiet_ray(dataset_jobs, args.address), progress_bar(None, f"dataset {args.direction}") as bar:
+        try:
+            run = dataset_jobs.encode_dataset if args.direction == "encode" else dataset_jobs.decode_dataset
+            report = run(args.source, args.dest, progress=bar, **_job_args(args), **options)
+        except CollidingInputsError as exc:
+            raise UserError(str(exc)) from None
+    _summarize(report, args.dest)
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def _job_args(args: argparse.Namespace) -> dict:
+    names = ("format", "address", "workers", "gpus_per_worker", "model", "device", "batch_size", "tile")
+    return {name: getattr(args, name) for name in names}
+
+
+@contextlib.contextmanager
+def _quiet_ray(dataset_jobs, address: str | None) -> Iterator[None]:
+    """Ray joined (or a local cluster started, and stopped after the job) without its chatter on the terminal."""
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": ours shows
     dataset_jobs.ray.data.DataContext.get_current().enable_progress_bars = False
-    common = {
-        "format": args.format,
-        "address": args.address,
-        "workers": args.workers,
-        "gpus_per_worker": args.gpus_per_worker,
-        "model": args.model,
-        "device": args.device,
-        "batch_size": args.batch_size,
-        "tile": args.tile,
-    }
-    with progress_bar(None, f"dataset {args.direction}") as bar:
-        if args.direction == "encode":
-            options = options_from(args).as_dict()
-            report = dataset_jobs.encode_dataset(args.source, args.dest, progress=bar.update, **common, **options)
-        else:
-            report = dataset_jobs.decode_dataset(
-                args.source, args.dest, progress=bar.update, denoise=not args.no_denoise, **common
-            )
+    with _native_stderr_muted():
+        started = dataset_jobs.connect(address, logging_level=logging.ERROR)
+        try:
+            yield
+        finally:
+            if started:
+                dataset_jobs.ray.shutdown()
+
+
+@contextlib.contextmanager
+def _native_stderr_muted() -> Iterator[None]:
+    """Point file descriptor 2 at the null device (Ray's C++ core writes its errors there, and also into the
+    session logs) while ``sys.stderr``, everything Python writes, stays on the terminal."""
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    try:
+        with open(terminal, "w", buffering=1, closefd=False) as stream, contextlib.redirect_stderr(stream):
+            yield
+    finally:
+        os.dup2(terminal, 2)
+        os.close(terminal)
+
+
+def manifest_path(dest: str) -> str:
+    """Where the manifest of ``dest`` is, spelt as the user gave ``dest`` (``out/`` -> ``out/manifest.jsonl``)."""
+    return f"{dest.rstrip('/')}/{MANIFEST}"
+
+
+def _summarize(report, dest: str) -> None:
     print(
-        f"{report.done} done, {report.skipped} already done, {report.failed} failed "
-        f"(manifest: {args.dest}/manifest.jsonl)"
+        f"{report.done} done, {report.skipped} already done, {report.failed} failed, {report.ignored} ignored "
+        f"(manifest: {manifest_path(dest)})"
     )
     for record in report.records:
-        if record["status"] == "failed":
-            print(f"latentcodec: {record['path']}: {record['error']}")
-    return EXIT_FAILED if report.failed else EXIT_OK
+        if record["status"] in ("failed", "ignored"):
+            print(f"latentcodec: {record['path']}: {record['status']}: {record['error']}")

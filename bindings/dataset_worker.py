@@ -1,4 +1,5 @@
-"""The actor of a dataset job: one codec; a batch of inputs in, outputs written atomically, records out.
+"""The actor of a dataset job: one codec; a batch of inputs in, outputs written atomically, records out. An input
+whose bytes match the digest an earlier run's output is credited to (the ``credit`` column) is skipped.
 
 (No Ray here: Ray Data instantiates :class:`CodecWorker` on each worker; :mod:`latentcodec.bindings.ray` runs it.)
 """
@@ -11,7 +12,14 @@ from typing import Literal
 
 import numpy as np
 
-from latentcodec.bindings.dataset_store import STREAM_SUFFIX, Location, output_name, parquet_bytes, part_name
+from latentcodec.bindings.dataset_store import (
+    STREAM_SUFFIX,
+    Location,
+    digest,
+    output_name,
+    parquet_bytes,
+    part_name,
+)
 from latentcodec.engine.bitstream import unpack
 from latentcodec.engine.errors import LatentCodecError
 from latentcodec.engine.models import DEFAULT_MODEL
@@ -52,20 +60,45 @@ class CodecWorker:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         keys = [str(k) for k in batch["key"]]
         payloads = self._payloads(batch, keys)
-        readable = [i for i, data in enumerate(payloads) if not isinstance(data, str)]
+        digests = [digest(data) if isinstance(data, bytes) else "" for data in payloads]
+        credits = [str(c) for c in batch["credit"]] if "credit" in batch else [""] * len(keys)
+        fresh = [i for i in range(len(keys)) if not digests[i] or digests[i] != credits[i]]
+        readable = [i for i in fresh if digests[i]]
         results = dict(zip(readable, self._run([payloads[i] for i in readable]), strict=True))
+        part = part_name([keys[i] for i in fresh]) if self.job.format == "parquet" else None
         records, rows = [], {name: [] for name in _row_fields(self.job.direction)}
         for index, key in enumerate(keys):
-            result = results.get(index)
-            error = payloads[index] if result is None else (None if result.ok else str(result.error))
-            value = result.value if result is not None and result.ok else None
-            if value is not None and self.job.format == "files":
-                error = self._write(output_name(key, self.job.suffix), value)
-            records.append(record(key, self.job, value, error))
-            _append_row(rows, key, self.job.direction, value, error)
-        if self.job.format == "parquet" and keys:
-            self.dest.write_atomic(part_name(keys), parquet_bytes(rows))
+            if index in fresh:
+                records.append(self._made(key, payloads[index], results.get(index), digests[index], part, rows))
+            else:
+                records.append(record(key, "skipped", sha256=digests[index]))  # the driver fills in the rest
+        if part is not None and fresh:
+            self.dest.write_atomic(part, parquet_bytes(rows))
         return {name: [r[name] for r in records] for name in RECORD_FIELDS}
+
+    def _made(
+        self, key: str, payload: bytes | str, result: Result | None, sha256: str, part: str | None, rows: dict
+    ) -> dict:
+        """The record of an input run now (its output written, or its Parquet row added to ``rows``)."""
+        value, error = self._outcome(key, payload, result)
+        stats = stream_stats(None if value is None else value if self.job.direction == "encode" else payload)
+        _append_row(rows, key, self.job.direction, value, error, stats)
+        output = part or (output_name(key, self.job.suffix) if value is not None else "")
+        size = len(value) if value is not None else 0
+        status = "done" if error is None else "failed"
+        return record(key, status, output=output, error=error or "", bytes=size, sha256=sha256, **stats)
+
+    def _outcome(self, key: str, payload: bytes | str, result: Result | None) -> tuple[bytes | None, str | None]:
+        """(the output, written when the outputs are files; or the error): ``payload`` is the error text of an
+        unreadable input."""
+        if result is None:
+            return None, str(payload)
+        if not result.ok:
+            return None, str(result.error)
+        if self.job.format == "files":
+            error = self._write(output_name(key, self.job.suffix), result.value)
+            return (None, error) if error else (result.value, None)
+        return result.value, None
 
     def _payloads(self, batch: dict[str, np.ndarray], keys: list[str]) -> list[bytes | str]:
         """Each input's bytes, or the error text of reading it."""
@@ -106,7 +139,14 @@ def _png_result(result: Result) -> Result:
     return Result(out.getvalue())
 
 
-RECORD_FIELDS = ("path", "output", "status", "error", "bytes", "width", "height", "bpp")
+RECORD_FIELDS = ("path", "output", "status", "error", "bytes", "width", "height", "bpp", "sha256")
+EMPTY_RECORD = {"output": "", "error": "", "bytes": 0, "width": 0, "height": 0, "bpp": 0.0, "sha256": ""}
+
+
+def record(key: str, status: str, **fields) -> dict:
+    """A manifest record: ``status`` is done, skipped (whole from an earlier run), failed or ignored (not an
+    input of this direction); ``sha256`` is the input's digest, which the output is credited to."""
+    return {**EMPTY_RECORD, "path": key, "status": status, **fields}
 
 
 def _row_fields(direction: Direction) -> tuple[str, ...]:
@@ -114,41 +154,22 @@ def _row_fields(direction: Direction) -> tuple[str, ...]:
         "path", "image", "width", "height", "error")  # fmt: skip
 
 
-def _stats(direction: Direction, value: bytes | None) -> tuple[int, int, float]:
-    """(width, height, bpp) of an output (zeros for none)."""
-    if value is None:
-        return 0, 0, 0.0
-    if direction == "decode":
-        from PIL import Image
-
-        width, height = Image.open(io.BytesIO(value)).size
-        return width, height, 0.0
-    header = unpack(value).header
-    return header.width, header.height, len(value) * 8 / (header.width * header.height)
+def stream_stats(stream: bytes | None) -> dict[str, int | float]:
+    """Width, height and bpp of a stream (the output of an encode, the input of a decode); zeros for none."""
+    if stream is None:
+        return {"width": 0, "height": 0, "bpp": 0.0}
+    header = unpack(stream).header
+    return {"width": header.width, "height": header.height, "bpp": len(stream) * 8 / (header.width * header.height)}
 
 
-def record(key: str, job: Job, value: bytes | None, error: str | None, status: str | None = None) -> dict:
-    width, height, bpp = _stats(job.direction, value)
-    output = output_name(key, job.suffix) if job.format == "files" else ""
-    return {
-        "path": key,
-        "output": output if error is None else "",
-        "status": status or ("failed" if error is not None else "done"),
-        "error": error or "",
-        "bytes": len(value) if value is not None and error is None else 0,
-        "width": width,
-        "height": height,
-        "bpp": bpp,
-    }
-
-
-def _append_row(rows: dict[str, list], key: str, direction: Direction, value: bytes | None, error: str | None):
-    width, height, bpp = _stats(direction, value)
-    payload = value if error is None else None
+def _append_row(
+    rows: dict[str, list], key: str, direction: Direction, value: bytes | None, error: str | None, stats: dict
+) -> None:
+    """Add an input's Parquet row (the rows of the other layout are never written)."""
     rows["path"].append(key)
-    rows["stream" if direction == "encode" else "image"].append(payload)
-    rows["width"].append(width)
-    rows["height"].append(height)
+    rows["stream" if direction == "encode" else "image"].append(value)
+    rows["width"].append(stats["width"])
+    rows["height"].append(stats["height"])
     if direction == "encode":
-        rows["bpp"].append(bpp)
+        rows["bpp"].append(stats["bpp"])
     rows["error"].append(error)

@@ -25,13 +25,15 @@ import threading
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 from latentcodec.bindings.pillow_plugin import MIME
-from latentcodec.engine.codec import Codec
 from latentcodec.engine.errors import BusyError, EngineError, LatentCodecError, LimitError
 from latentcodec.engine.options import EncodeOptions, parse_bool
-from latentcodec.engine.queue import RequestQueue
+
+if TYPE_CHECKING:  # the CLI reads ServiceLimits' defaults for its help without importing torch
+    from latentcodec.engine.codec import Codec
 
 MAX_BODY = 64 << 20
 DRAIN_FACTOR = 4  # bodies up to this many times the limit are read and dropped before the 413
@@ -204,6 +206,9 @@ class CodecServer(ThreadingHTTPServer):
     ) -> None:
         limits = limits or ServiceLimits()
         self.limits = limits if max_body is None else ServiceLimits(**{**vars(limits), "max_body": max_body})
+        from latentcodec.engine.queue import RequestQueue
+
+        self.queue = None  # a server that cannot bind closes itself before it has a queue
         super().__init__(address, _Handler)
         self.queue = RequestQueue(codec, max_latency_ms=max_latency_ms, max_pending=self.limits.max_pending)
         self._connections = threading.BoundedSemaphore(self.limits.max_connections)
@@ -229,4 +234,5 @@ class CodecServer(ThreadingHTTPServer):
 
     def server_close(self) -> None:
         super().server_close()
-        self.queue.close()
+        if self.queue is not None:
+            self.queue.close()

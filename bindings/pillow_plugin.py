@@ -1,18 +1,22 @@
 """Pillow plugin: ``Image.open("x.lcz")`` decodes and ``image.save("x.lcz", quality=50)`` encodes.
 
-Registered when :mod:`latentcodec` is imported. Save keywords are :class:`EncodeOptions` fields plus ``model``.
-Opening reads only the header, and refuses streams past Pillow's ``Image.MAX_IMAGE_PIXELS`` as Pillow refuses
-other bombs; the codec (and torch) load when pixels are first needed.
+``import latentcodec`` registers it (:func:`register`); Pillow discovers no plugins of other packages, so a program
+that never imports latentcodec cannot open .lcz files. Save keywords are :class:`EncodeOptions` fields plus
+``model``; others are refused (ValueError). Opening reads only the header: a corrupt stream raises Pillow's
+``UnidentifiedImageError`` with the reason, and streams past Pillow's ``Image.MAX_IMAGE_PIXELS`` are refused as
+Pillow refuses other bombs; the codec (and torch) load when pixels are first needed.
 """
 
 from __future__ import annotations
 
+import os
 from typing import IO
 
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from latentcodec.engine.bitstream import MAGIC
 from latentcodec.engine.errors import LatentCodecError
+from latentcodec.engine.format import MAX_STREAM_BYTES
 from latentcodec.engine.info import info
 
 FORMAT = "LCZ"
@@ -29,11 +33,13 @@ class LczImageFile(ImageFile.ImageFile):
     format_description = "latentcodec latent-diffusion image"
 
     def _open(self) -> None:
-        data = self.fp.read()
+        data = self.fp.read(MAX_STREAM_BYTES + 1)  # no stream is longer: a longer file fails its checksum
         try:
             details = info(data)
-        except LatentCodecError as exc:
-            raise SyntaxError(f"not a valid latentcodec stream: {exc}") from exc
+        except LatentCodecError as exc:  # not a SyntaxError, which Image.open would swallow with the reason
+            name = os.fsdecode(self.filename)
+            where = f" {name!r}" if name else ""
+            raise UnidentifiedImageError(f"cannot identify image file{where} as a latentcodec stream: {exc}") from exc
         for size in ((details.width, details.height), (details.coded_width, details.coded_height)):
             Image._decompression_bomb_check(size)  # Pillow's own rule: warn past MAX_IMAGE_PIXELS, refuse past 2x
         self._stream = data
@@ -58,14 +64,24 @@ class LczImageFile(ImageFile.ImageFile):
 
 def _save(image: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     from latentcodec.engine import api
-    from latentcodec.engine.options import EncodeOptions
 
-    options = {key: image.encoderinfo[key] for key in EncodeOptions.names() if key in image.encoderinfo}
-    model = image.encoderinfo.get("model", api.DEFAULT_MODEL)
+    options = dict(image.encoderinfo)
+    model = options.pop("model", api.DEFAULT_MODEL)
+    _refuse_unknown(options)
     try:
         fp.write(api.encode(image, model=model, **options))
     except LatentCodecError as exc:
         raise OSError(f"cannot encode as latentcodec: {exc}") from exc
+
+
+def _refuse_unknown(options: dict) -> None:
+    """ValueError naming the keywords that are not encode options (Pillow passes every save keyword on)."""
+    from latentcodec.engine.options import EncodeOptions
+
+    unknown = sorted(set(options) - set(EncodeOptions.names()))
+    if unknown:
+        known = ", ".join(["model", *EncodeOptions.names()])
+        raise ValueError(f"unknown latentcodec save option(s) {', '.join(unknown)}; known: {known}")
 
 
 def register() -> None:

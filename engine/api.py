@@ -10,7 +10,7 @@ from PIL import Image
 from latentcodec.engine import bitstream
 from latentcodec.engine.codec import Codec
 from latentcodec.engine.errors import LatentCodecError, ModelError
-from latentcodec.engine.info import StreamInfo, info
+from latentcodec.engine.info import StreamInfo, StreamInput, info, read_stream
 from latentcodec.engine.intake import ImageInput
 from latentcodec.engine.models import DEFAULT_MODEL, get_spec
 from latentcodec.engine.pipeline import Progress
@@ -41,28 +41,30 @@ def encode_batch(images: Sequence[ImageInput], *, model: str = DEFAULT_MODEL, **
 
 
 def decode(
-    data: bytes, *, denoise: bool = True, max_pixels: int | None = None, models: Collection[str] | None = None
+    data: StreamInput, *, denoise: bool = True, max_pixels: int | None = None, models: Collection[str] | None = None
 ) -> Image.Image:
-    """Decode latentcodec bytes with the model that made them (and the denoiser it names, unless ``denoise``
-    is False). For untrusted bytes, ``max_pixels`` bounds the work and ``models`` the autoencoders a stream
-    may ask for (default: any registered one whose weights are on this machine; nothing is ever downloaded
-    unless its source is named or ``LATENTCODEC_DOWNLOAD=1``)."""
+    """Decode latentcodec bytes (or the file at a path) with the model that made them (and the denoiser it names,
+    unless ``denoise`` is False). For untrusted bytes, ``max_pixels`` bounds the work and ``models`` the
+    autoencoders a stream may ask for (default: any registered one whose weights are on this machine; nothing is
+    ever downloaded unless its source is named or ``LATENTCODEC_DOWNLOAD=1``)."""
     return decode_batch([data], denoise=denoise, max_pixels=max_pixels, models=models)[0].unwrap()
 
 
 def decode_batch(
-    streams: Sequence[bytes],
+    streams: Sequence[StreamInput],
     *,
     progress: Progress | None = None,
     denoise: bool = True,
     max_pixels: int | None = None,
     models: Collection[str] | None = None,
 ) -> list[Result[Image.Image]]:
-    """Decode many streams (of any models, or of ``models``); one :class:`Result` per stream."""
+    """Decode many streams (bytes or paths; of any models, or of ``models``); one :class:`Result` per stream."""
     results: list[Result[Image.Image] | None] = [None] * len(streams)
     by_model: dict[str, list[int]] = {}
-    for index, data in enumerate(streams):
+    read: dict[int, bytes] = {}  # files are read once, here: routing needs the header
+    for index, source in enumerate(streams):
         try:
+            read[index] = data = read_stream(source)
             model_id = bitstream.unpack(data).header.model_id
             get_spec(model_id)
             if models is not None and model_id not in models:
@@ -74,7 +76,7 @@ def decode_batch(
                 progress(1)
     for model_id, members in by_model.items():
         decoded = codec_for(model_id).decode_batch(
-            [streams[i] for i in members], progress=progress, denoise=denoise, max_pixels=max_pixels
+            [read[i] for i in members], progress=progress, denoise=denoise, max_pixels=max_pixels
         )
         for index, result in zip(members, decoded, strict=True):
             results[index] = result

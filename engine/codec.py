@@ -8,7 +8,9 @@ import torch
 from PIL import Image
 
 from latentcodec.engine.decoder import DecodedImage, Decoder
+from latentcodec.engine.devices import resolve_device
 from latentcodec.engine.encoder import Encoder
+from latentcodec.engine.info import StreamInput
 from latentcodec.engine.intake import ImageInput, prepare, prepare_tensor
 from latentcodec.engine.models import DEFAULT_MODEL, get_spec
 from latentcodec.engine.options import EncodeOptions
@@ -51,7 +53,7 @@ class Codec:
         denoiser_source: str | None = None,
         tile: int | None = None,
     ) -> None:
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = resolve_device(device)
         self.session = ModelSession(
             model,
             device,
@@ -97,7 +99,7 @@ class Codec:
     # ----------------------------------------------------------------------------------------- encoding
 
     def encode(self, image: ImageInput, *, options: EncodeOptions | None = None, **overrides) -> bytes:
-        """Encode one image (path, bytes, Pillow image or array) to a stream."""
+        """Encode one image (path, bytes, Pillow image, ``[H, W, C]`` array or ``[3, H, W]`` tensor) to a stream."""
         return self.encode_batch([image], options=options, **overrides)[0].unwrap()
 
     def encode_batch(
@@ -133,34 +135,34 @@ class Codec:
 
     # ----------------------------------------------------------------------------------------- decoding
 
-    def decode(self, data: bytes, *, denoise: bool = True, max_pixels: int | None = None) -> Image.Image:
-        """Decode one stream to a Pillow image (L, LA, RGB or RGBA as recorded).
+    def decode(self, data: StreamInput, *, denoise: bool = True, max_pixels: int | None = None) -> Image.Image:
+        """Decode one stream (bytes, or the file at a path) to a Pillow image (L, LA, RGB or RGBA as recorded).
 
         ``denoise=False`` skips the denoiser the stream asks for (faster, and needs no denoiser weights).
         ``max_pixels`` refuses (LimitError) streams that declare more pixels, before any work: set it for
-        untrusted streams (the format allows 16.7 Mpixel).
+        untrusted streams (the format allows 67.1 Mpixel).
         """
         return self.decode_batch([data], denoise=denoise, max_pixels=max_pixels)[0].unwrap()
 
     def decode_batch(
         self,
-        streams: Sequence[bytes],
+        streams: Sequence[StreamInput],
         *,
         progress: Progress | None = None,
         denoise: bool = True,
         max_pixels: int | None = None,
     ) -> list[Result[Image.Image]]:
-        """Decode many streams; one :class:`Result` per stream."""
+        """Decode many streams (bytes or paths); one :class:`Result` per stream."""
         outcomes: Outcomes[Image.Image] = Outcomes(len(streams), progress)
         self.decoder.decode(streams, outcomes, to_pil=True, denoise=denoise, max_pixels=max_pixels)
         return outcomes.results()
 
-    def decode_tensors(self, streams: Sequence[bytes], *, denoise: bool = True) -> list[torch.Tensor]:
+    def decode_tensors(self, streams: Sequence[StreamInput], *, denoise: bool = True) -> list[torch.Tensor]:
         """Decode streams to RGB tensors ``[3, H, W]`` in [0, 1]; raises the first failure."""
         return self.decoder.tensors(streams, denoise=denoise)
 
     def decode_batch_tensors(
-        self, streams: Sequence[bytes], *, progress: Progress | None = None, denoise: bool = True
+        self, streams: Sequence[StreamInput], *, progress: Progress | None = None, denoise: bool = True
     ) -> list[Result[DecodedImage]]:
         """Decode many streams to :class:`DecodedImage` results."""
         outcomes: Outcomes[DecodedImage] = Outcomes(len(streams), progress)

@@ -19,6 +19,7 @@ from latentcodec.engine.entropy import latent_stage, zstd
 from latentcodec.engine.errors import LimitError, ModelMismatchError
 from latentcodec.engine.format import ColorKind
 from latentcodec.engine.images import finish
+from latentcodec.engine.info import StreamInput, read_stream
 from latentcodec.engine.pipeline import BatchPipeline, Outcomes
 from latentcodec.engine.results import Result
 from latentcodec.engine.runner import HostCopy
@@ -55,7 +56,7 @@ class Decoder:
 
     def decode(
         self,
-        streams: Sequence[bytes],
+        streams: Sequence[StreamInput],
         outcomes: Outcomes,
         *,
         to_pil: bool,
@@ -93,14 +94,14 @@ class Decoder:
 
         self.pipeline.run(batches_by_key(jobs, key, self.pipeline.batch_size), on_device, outcomes)
 
-    def tensors(self, streams: Sequence[bytes], *, denoise: bool = True) -> list[torch.Tensor]:
+    def tensors(self, streams: Sequence[StreamInput], *, denoise: bool = True) -> list[torch.Tensor]:
         """RGB tensors ``[3, H, W]`` in [0, 1]; raises the first failure."""
         outcomes: Outcomes[DecodedImage] = Outcomes(len(streams))
         self.decode(streams, outcomes, to_pil=False, denoise=denoise)
         return [r.unwrap().rgb for r in outcomes.results()]
 
-    def _job(self, data: bytes, denoise: bool, max_pixels: int | None) -> _DecodeJob:
-        stream = bitstream.unpack(data)
+    def _job(self, data: StreamInput, denoise: bool, max_pixels: int | None) -> _DecodeJob:
+        stream = bitstream.unpack(read_stream(data))
         header = stream.header
         pixels = max(header.width * header.height, header.coded_width * header.coded_height)
         if max_pixels is not None and pixels > max_pixels:

@@ -56,6 +56,10 @@ class ModelMismatchError(ModelError):
     """A stream was made by a different model (or different weights) than the one decoding it."""
 
 
+class DeviceError(LatentCodecError, ValueError):
+    """The torch device asked for does not exist, or this machine (or this build of torch) does not have it."""
+
+
 class EngineError(LatentCodecError, RuntimeError):
     """A model pass or kernel failed for an item (for example out of memory)."""
 

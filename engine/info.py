@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 
 from latentcodec.engine import bitstream
+from latentcodec.engine.errors import CorruptStreamError, InvalidInputError, NotAStreamError
+from latentcodec.engine.format import MAX_STREAM_BYTES
+
+StreamInput = bytes | bytearray | memoryview | str | os.PathLike
 
 
 @dataclass(frozen=True)
@@ -35,8 +40,32 @@ class StreamInfo:
         return asdict(self)
 
 
-def info(data: bytes) -> StreamInfo:
-    """Parse and validate a stream's container and describe it."""
+def read_stream(source: StreamInput) -> bytes:
+    """The stream ``source`` holds: bytes as they are, or the contents of the file at a path."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if not isinstance(source, (str, os.PathLike)):
+        raise NotAStreamError(f"expected a stream (bytes) or a path, got {type(source).__name__}")
+    return _read_file(source)
+
+
+def _read_file(path: str | os.PathLike) -> bytes:
+    """A file's bytes; refused unread past MAX_STREAM_BYTES, which no stream reaches."""
+    name = os.fsdecode(path)
+    try:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            data = b"" if size > MAX_STREAM_BYTES else file.read(MAX_STREAM_BYTES + 1)  # pipes report no size
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise InvalidInputError(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}") from None
+    if max(size, len(data)) > MAX_STREAM_BYTES:
+        raise CorruptStreamError(f"{name} is larger than any latentcodec stream ({MAX_STREAM_BYTES} bytes)")
+    return data
+
+
+def info(data: StreamInput) -> StreamInfo:
+    """Parse and validate a stream's container (bytes, or a path to read) and describe it."""
+    data = read_stream(data)
     stream = bitstream.unpack(data)
     h = stream.header
     return StreamInfo(

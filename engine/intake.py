@@ -25,7 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from latentcodec.engine.errors import InvalidImageError
 from latentcodec.engine.format import MAX_PIXELS, MAX_SIDE, ColorKind, size_supported
 
-ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
+ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray | torch.Tensor
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 _GREY_MODES = frozenset({"1", "L", "LA", "La"})
 _CONVERTIBLE = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
@@ -77,7 +77,10 @@ def open_image(source: ImageInput) -> Image.Image:
         elif isinstance(source, (str, os.PathLike)):
             image = Image.open(source)
         else:
-            raise InvalidImageError(f"cannot read an image from {type(source).__name__}")
+            raise InvalidImageError(
+                f"cannot read an image from {type(source).__name__}: expected a path, encoded bytes, a Pillow image,"
+                " an array or a tensor"
+            )
         check_size(*image.size)  # from the header: nothing decoded yet
         if getattr(image, "n_frames", 1) > 1:
             raise InvalidImageError(
@@ -142,7 +145,10 @@ def _normalise(image: Image.Image, keep_alpha: bool) -> tuple[Image.Image, Color
 
 
 def prepare(source: ImageInput, keep_alpha: bool = True) -> PreparedImage:
-    """Load and convert an image for encoding; raises InvalidImageError for anything unusable."""
+    """Load and convert an image (or check an RGB tensor) for encoding; raises InvalidImageError for anything
+    unusable."""
+    if isinstance(source, torch.Tensor):
+        return prepare_tensor(source)
     image = open_image(source)
     try:
         image, kind = _normalise(image, keep_alpha)
@@ -161,7 +167,10 @@ def prepare_tensor(rgb: torch.Tensor) -> PreparedImage:
     if not isinstance(rgb, torch.Tensor):
         raise InvalidImageError(f"expected a tensor, got {type(rgb).__name__}")
     if rgb.ndim != 3 or rgb.shape[0] != 3 or not (rgb.is_floating_point() or rgb.dtype == torch.uint8):
-        raise InvalidImageError(f"expected [3, H, W] float or uint8 tensors, got {tuple(rgb.shape)} {rgb.dtype}")
+        raise InvalidImageError(
+            f"image tensors are RGB [3, H, W], uint8 or float in [0, 1], not {tuple(rgb.shape)} {rgb.dtype} "
+            "(pixels [H, W, C]: a numpy array; batches [B, 3, H, W]: Codec.encode_tensors)"
+        )
     check_size(rgb.shape[2], rgb.shape[1])
     if rgb.is_floating_point():
         rgb = rgb.detach().float()

@@ -262,7 +262,7 @@ def test_bad_option_types_are_value_errors(options):
 
 
 def test_numbers_of_any_kind_are_taken_as_python_numbers():
-    options = EncodeOptions(palette_size=np.int64(8), step=np.float32(0.5), quality=40)
+    options = EncodeOptions(palette_size=np.int64(8), step=np.float32(0.5), level=np.int64(3))
     assert type(options.palette_size) is int and type(options.step) is float and options.step == 0.5
 
 

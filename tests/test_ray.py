@@ -1,8 +1,13 @@
 """Dataset jobs on a local Ray cluster (2 CPUs, one per test session): files and Parquet, bad inputs, a killed
-worker, and resuming; outputs byte-equal to one process's ``Codec.encode_batch``."""
+worker, and resuming; outputs byte-equal to one process's ``Codec.encode_batch``; inputs that would share an output
+refused; the CLI's terminal free of Ray's chatter."""
 
+import hashlib
+import io
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -66,7 +71,9 @@ def test_encode_files_decode_and_resume(cluster, folder, expected, tmp_path):
     assert not list((tmp_path / "enc").rglob("*.tmp"))
 
     decoded = lray.decode_dataset(tmp_path / "enc", tmp_path / "dec", workers=1)
-    assert decoded.done == 6 and decoded.failed == 0
+    assert decoded.done == 6 and decoded.failed == 0 and decoded.ignored == 0  # the encode's manifest is no input
+    encoded = {r["output"]: r for r in report.records}
+    assert {r["path"]: r["bpp"] for r in decoded.records} == {k: encoded[k]["bpp"] for k in encoded if k}
     for key in expected:
         original, output = Image.open(folder / key), Image.open(tmp_path / "dec" / key)
         assert output.size == original.size
@@ -164,3 +171,77 @@ def test_inputs_from_a_glob_a_list_and_webdataset_shards(cluster, folder, expect
     report = lray.encode_dataset(str(shard), tmp_path / "enc", **OPTIONS)
     assert report.done == 2 and report.failed == 0
     assert (tmp_path / "enc" / "a_img1.lcz").read_bytes() == expected["a/img1.png"]
+
+
+def _crop(index: int, size: tuple[int, int] = (40, 32)) -> bytes:
+    image = Image.open(kodak_path(index)).convert("RGB").crop((0, 0, *size))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_inputs_sharing_an_output_are_refused_before_any_work(cluster, tmp_path, capsys):
+    from latentcodec.bindings.cli import main
+
+    source, dest = tmp_path / "src", tmp_path / "out"
+    source.mkdir()
+    (source / "a.png").write_bytes(_crop(1))
+    Image.open(source / "a.png").save(source / "a.jpg")
+    with pytest.raises(lray.CollidingInputsError, match=r"a\.jpg and a\.png -> a\.lcz"):
+        lray.encode_dataset(source, dest, **OPTIONS)
+    assert main(["dataset", "encode", str(source), str(dest), "--mode", "uniform", "--step", "2"]) == 2
+    assert "a.jpg and a.png -> a.lcz" in capsys.readouterr().err
+    with pytest.raises(lray.CollidingInputsError, match=r"a\.png and a\.png"):  # one row per input in Parquet too
+        lray.encode_dataset([source / "a.png", source / "a.png"], dest, format="parquet", **OPTIONS)
+    assert not dest.exists()
+
+
+@pytest.mark.parametrize("format", ["files", "parquet"])
+def test_resume_redoes_changed_inputs_and_reports_other_files(cluster, tmp_path, format):
+    from latentcodec import DEFAULT_MODEL, Codec
+
+    source, dest = tmp_path / "src", tmp_path / "out"
+    source.mkdir()
+    (source / "x.png").write_bytes(_crop(1))
+    (source / "y.png").write_bytes(_crop(2))
+    (source / "notes.txt").write_text("not an image")
+    first = lray.encode_dataset(source, dest, format=format, **OPTIONS)
+    assert (first.done, first.skipped, first.failed, first.ignored) == (2, 0, 0, 1)
+    records = {r["path"]: r for r in lray.read_manifest(dest)}
+    assert records["notes.txt"]["status"] == "ignored" and "not an image" in records["notes.txt"]["error"]
+    assert records["y.png"]["sha256"] == hashlib.sha256((source / "y.png").read_bytes()).hexdigest()
+
+    (source / "y.png").write_bytes(_crop(3))  # same name, other picture: its output must not be credited to it
+    again = lray.encode_dataset(source, dest, format=format, **OPTIONS)
+    statuses = {r["path"]: r["status"] for r in again.records}
+    assert statuses == {"x.png": "skipped", "y.png": "done", "notes.txt": "ignored"}
+    skipped = next(r for r in again.records if r["path"] == "x.png")
+    assert skipped == {**records["x.png"], "status": "skipped"}
+    fresh = Codec(DEFAULT_MODEL, device="cpu").encode((source / "y.png").read_bytes(), **OPTIONS)
+    if format == "files":
+        assert (dest / "y.lcz").read_bytes() == fresh
+    else:
+        rows = lray.parquet_rows(dest).to_pylist()
+        assert sorted(r["path"] for r in rows) == ["x.png", "y.png"]  # the stale row of y.png is gone
+        assert next(r["stream"] for r in rows if r["path"] == "y.png") == fresh
+
+
+def test_cli_shows_no_ray_chatter(tmp_path):
+    source, dest = tmp_path / "src", tmp_path / "out"
+    source.mkdir()
+    (source / "a.png").write_bytes(_crop(1, (16, 16)))
+    (source / "readme.md").write_text("not an image")
+    command = "import sys; from latentcodec.bindings.cli import main; sys.exit(main(sys.argv[1:]))"
+    flags = ["--mode", "uniform", "--step", "2", "--denoiser", "none"]
+    run = subprocess.run(
+        [sys.executable, "-c", command, "dataset", "encode", str(source), f"{dest}/", *flags],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.splitlines() == [
+        f"1 done, 0 already done, 0 failed, 1 ignored (manifest: {dest}/manifest.jsonl)",
+        "latentcodec: readme.md: ignored: not an image (.md)",
+    ]
+    assert not run.stderr.strip(), run.stderr  # no deprecations, token notices, core_worker lines, Ray Data bars

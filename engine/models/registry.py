@@ -51,12 +51,15 @@ class RegisteredModel:
     source_env: str | None = None  # environment variable that overrides the weights source
 
 
-def _diffusers_loader(kind: str, default_source: str) -> Loader:
-    """Loads ``default_source`` unless told otherwise; the hub is asked only for a source the caller named
-    (argument or environment variable) or with ``LATENTCODEC_DOWNLOAD=1``."""
-    return lambda spec, source: load_diffusers(
-        spec, source or default_source, kind, download=source is not None or downloads_allowed()
-    )
+def _diffusers_model(spec: ModelSpec, kind: str, default_source: str, source_env: str) -> RegisteredModel:
+    """A diffusers model that loads ``default_source`` unless told otherwise; the hub is asked only for a source
+    the caller named (argument or environment variable ``source_env``) or with ``LATENTCODEC_DOWNLOAD=1``."""
+
+    def load(spec: ModelSpec, source: str | None) -> LatentAutoencoder:
+        download = source is not None or downloads_allowed()
+        return load_diffusers(spec, source or default_source, kind, download=download, source_env=source_env)
+
+    return RegisteredModel(spec, load, source_env=source_env)
 
 
 def _flux2(model_id: str, description: str, conditioned: bool = False) -> ModelSpec:
@@ -88,15 +91,17 @@ MODELS: Registry[RegisteredModel, LatentAutoencoder] = Registry(
                 TAEF2Q2_THRESHOLD,
             ),
         ),
-        "sd-vae": RegisteredModel(
+        "sd-vae": _diffusers_model(
             ModelSpec("sd-vae", 4, 8, (-1.0, 1.0), scaling_factor=0.18215, description="Stable Diffusion 1.x/2.x VAE"),
-            _diffusers_loader("kl", "stabilityai/sd-vae-ft-mse"),
-            source_env="LATENTCODEC_SD_VAE",
+            "kl",
+            "stabilityai/sd-vae-ft-mse",
+            "LATENTCODEC_SD_VAE",
         ),
-        "taesd": RegisteredModel(
+        "taesd": _diffusers_model(
             ModelSpec("taesd", 4, 8, (-1.0, 1.0), description="Tiny autoencoder for the Stable Diffusion latent space"),
-            _diffusers_loader("tiny", "madebyollin/taesd"),
-            source_env="LATENTCODEC_TAESD",
+            "tiny",
+            "madebyollin/taesd",
+            "LATENTCODEC_TAESD",
         ),
     },
 )

@@ -43,11 +43,12 @@ def on_this_machine(source: str) -> bool:
     return (Path(hub) / f"models--{source.replace('/', '--')}").is_dir()
 
 
-def require_local(source: str, what: str) -> None:
-    """Raise WeightsNotFoundError unless ``source`` is on this machine (what may not be downloaded must be)."""
+def require_local(source: str, what: str, how: str = "name its source") -> None:
+    """Raise WeightsNotFoundError unless ``source`` is on this machine (what may not be downloaded must be);
+    ``how`` tells the caller how to name another source."""
     if not on_this_machine(source):
         raise WeightsNotFoundError(
-            f"{what} is not on this machine ({source}); name its source or set {DOWNLOAD_ENV}=1 to fetch it"
+            f"{what} is not on this machine ({source}); {how}, or set {DOWNLOAD_ENV}=1 to fetch it"
         )
 
 
