@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from latentcodec.bindings.cli import EXIT_OK, UserError, codec_parser, make_codec, progress_bar, run
+from latentcodec.bindings.cli import EXIT_OK, UserError, codec_parser, make_codec, progress_bar, run, share_global_flags
 from latentcodec.engine.images import image_files
 
 
@@ -160,9 +160,10 @@ def cmd_entropy(args: argparse.Namespace) -> int:
     table = entropy.summary(rows)
     print_table(table, ENTROPY_COLUMNS)
     timing = entropy.timing(codec, paths[0])
-    shares = {k: timing[f"context_{k}"] / timing[f"codec_{k}"] for k in ("encode", "decode")}
     print(", ".join(f"{key} {value * 1000:.0f} ms" for key, value in timing.items()))
-    print(f"context coder share of the CPU encode {shares['encode']:.1%}, of the decode {shares['decode']:.1%}")
+    for name in entropy.CODERS:
+        shares = {k: timing[f"{name}_{k}"] / timing[f"codec_{k}"] for k in ("encode", "decode")}
+        print(f"{name} coder share of the CPU encode {shares['encode']:.1%}, of the decode {shares['decode']:.1%}")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "summary": table, "timing": timing}, indent=1))
     return EXIT_OK
@@ -242,8 +243,10 @@ ENTROPY_COLUMNS: list[Column] = [
     ("step", "step", "6.2f"),
     ("zstd B", "zstd", "8.0f"),
     ("context B", "context", "10.0f"),
+    ("passes B", "passes", "9.0f"),
     ("order-0 B", "order0", "10.0f"),
-    ("saving", "saving", "7.1%"),
+    ("context", "saving", "8.1%"),
+    ("passes", "saving_passes", "7.1%"),
     ("order-0", "saving_order0", "8.1%"),
 ]
 SEAM_COLUMNS: list[Column] = [
@@ -376,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
         gain.add_argument("--json", help="write every record and the summary here")
         gain.set_defaults(run=command)
 
-    ent = sub.add_parser("entropy", help="zstd against the context coder at the points rate control picks")
+    ent = sub.add_parser("entropy", help="zstd against the context coders at the points rate control picks")
     add_image_set(ent)
     ent.add_argument("--targets", type=float, nargs="+", default=[0.1, 0.2, 0.3], help="target bpp")
     ent.add_argument("--json", help="write every row, the summary and the timing here")
@@ -386,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("denoiser", "denoiser", "the latent denoiser"),
         ("decoder", "decoder", "taef2-q's decoder"),
         ("entropy", "entropy_model", "the context entropy model"),
+        ("passes", "passes_model", "the passes entropy model (the default entropy method's)"),
         ("upscaler", "upscaler", "taef2-q2's upscaler of downscaled points"),
     )
     for name, network, what in trained:
@@ -433,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     sok.add_argument("--bad", type=float, default=0.1, help="share of malformed or stalled requests")
     sok.add_argument("--timeout", type=float, default=2.0, help="the server's idle timeout, seconds")
     sok.set_defaults(run=cmd_soak)
+    share_global_flags(parser)
     return parser
 
 

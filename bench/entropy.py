@@ -1,10 +1,10 @@
 """Bytes and time of the latent entropy stage: one zstd frame (streams of versions 1-3) against the context
-coder, at the operating points rate control picks.
+coders (``context``: wavefronts; ``passes``: 16 steps, the default), at the operating points rate control picks.
 
 For each image and target bpp, rate control chooses a scale and a step (``target_bpp``, default entropy method);
 the symbols of that point (the image downscaled as the encoder does, latents rounded at the step) are then coded
-by zstd and by the context coder (checked to decode back) and bounded by their per-channel order-0 entropy
-(what any coder that ignores context can reach at best; tables not counted). Timing: the context coder's encode
+by zstd and by both context coders (checked to decode back) and bounded by their per-channel order-0 entropy
+(what any coder that ignores context can reach at best; tables not counted). Timing: each context coder's encode
 and decode against the whole CPU encode and decode of the same image at a fixed step.
 """
 
@@ -21,7 +21,8 @@ from PIL import Image
 
 from latentcodec.engine import bitstream
 from latentcodec.engine.codec import Codec
-from latentcodec.engine.entropy import context_coder, latent_stage, zstd
+from latentcodec.engine.entropy import context_coder, latent_stage, passes_coder, zstd
+from latentcodec.engine.format import EntropyMethod
 
 TARGETS = (0.1, 0.2, 0.3)
 
@@ -44,13 +45,19 @@ def symbols_at(codec: Codec, rgb: torch.Tensor, scale: float, step: float) -> np
     return torch.round(latents / step).clamp(-127, 127).to(torch.int8).numpy()
 
 
+CODERS = {"context": (EntropyMethod.CONTEXT, context_coder), "passes": (EntropyMethod.PASSES, passes_coder)}
+
+
 def compare(symbols: np.ndarray) -> dict[str, float]:
-    """Bytes of one image's symbols: zstd, context coder, order-0 bound."""
-    model = latent_stage.context_model("flux2")
-    payload = context_coder.encode(symbols, model)
-    if not np.array_equal(context_coder.decode(payload, symbols.shape, model), symbols):
-        raise AssertionError("the context coder did not decode its own payload")
-    return {"zstd": len(zstd.compress(symbols.tobytes())), "context": len(payload), "order0": order0_bytes(symbols)}
+    """Bytes of one image's symbols: zstd, each context coder, order-0 bound."""
+    sizes = {"zstd": len(zstd.compress(symbols.tobytes())), "order0": order0_bytes(symbols)}
+    for name, (method, coder) in CODERS.items():
+        model = latent_stage.model_for(method, "flux2")
+        payload = coder.encode(symbols, model)
+        if not np.array_equal(coder.decode(payload, symbols.shape, model), symbols):
+            raise AssertionError(f"the {name} coder did not decode its own payload")
+        sizes[name] = len(payload)
+    return sizes
 
 
 def rate_control_points(
@@ -76,7 +83,7 @@ def summary(rows: list[dict]) -> list[dict]:
     table = []
     for target in sorted({r["target"] for r in rows}):
         group = [r for r in rows if r["target"] == target]
-        total = {key: sum(r[key] for r in group) for key in ("zstd", "context", "order0")}
+        total = {key: sum(r[key] for r in group) for key in ("zstd", *CODERS, "order0")}
         table.append(
             {
                 "target": target,
@@ -84,8 +91,10 @@ def summary(rows: list[dict]) -> list[dict]:
                 "step": float(np.mean([r["step"] for r in group])),
                 "zstd": total["zstd"] / len(group),
                 "context": total["context"] / len(group),
+                "passes": total["passes"] / len(group),
                 "order0": total["order0"] / len(group),
                 "saving": 1 - total["context"] / total["zstd"],
+                "saving_passes": 1 - total["passes"] / total["zstd"],
                 "saving_order0": 1 - total["order0"] / total["zstd"],
             }
         )
@@ -93,12 +102,11 @@ def summary(rows: list[dict]) -> list[dict]:
 
 
 def timing(codec: Codec, path: Path, step: float = 1.0, repeats: int = 3) -> dict[str, float]:
-    """Seconds (best of ``repeats``): the codec's whole encode and decode of ``path`` at ``step`` with the context
-    method, and the context coder's own encode and decode of the same symbols."""
+    """Seconds (best of ``repeats``): the codec's whole encode and decode of ``path`` at ``step`` (default entropy
+    method, no denoiser), and each context coder's own encode and decode of the same symbols."""
     image = Image.open(path).convert("RGB")
     rgb = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
-    symbols, model = symbols_at(codec, rgb, 1.0, step), latent_stage.context_model("flux2")
-    payload = context_coder.encode(symbols, model)
+    symbols = symbols_at(codec, rgb, 1.0, step)
 
     def best(run: Callable[[], object]) -> float:
         times = []
@@ -109,10 +117,16 @@ def timing(codec: Codec, path: Path, step: float = 1.0, repeats: int = 3) -> dic
         return min(times)
 
     data = codec.encode(image, step=step, denoiser=None)
-    return {
+    times = {
         "codec_encode": best(lambda: codec.encode(image, step=step, denoiser=None)),
         "codec_decode": best(lambda: codec.decode(data)),
-        "context_encode": best(lambda: context_coder.encode(symbols, model)),
-        "context_decode": best(lambda: context_coder.decode(payload, symbols.shape, model)),
         "zstd_encode": best(lambda: zstd.compress(symbols.tobytes())),
     }
+    for name, (method, coder) in CODERS.items():
+        model = latent_stage.model_for(method, "flux2")
+        payload = coder.encode(symbols, model)
+        times[f"{name}_encode"] = best(lambda coder=coder, model=model: coder.encode(symbols, model))
+        times[f"{name}_decode"] = best(
+            lambda coder=coder, model=model, payload=payload: coder.decode(payload, symbols.shape, model)
+        )
+    return times

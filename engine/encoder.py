@@ -3,6 +3,8 @@ entropy-coded, packed streams. Targets and the denoiser strength are searched by
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -13,9 +15,10 @@ from latentcodec.engine import bitstream, latent_refinement, search
 from latentcodec.engine.batching import batches_by_key
 from latentcodec.engine.bitstream import DenoiserRef, Header, Stream
 from latentcodec.engine.coders import Coder
+from latentcodec.engine.coders.base import CodedBatch
 from latentcodec.engine.decoder import Decoder
 from latentcodec.engine.entropy import latent_stage, zstd
-from latentcodec.engine.format import ColorKind
+from latentcodec.engine.format import ColorKind, EntropyMethod
 from latentcodec.engine.images import downscaled, pad_to_multiple
 from latentcodec.engine.intake import PreparedImage
 from latentcodec.engine.options import EncodeOptions
@@ -62,9 +65,10 @@ class Encoder:
         else:
             target = search.to_rate if plan.options.search == "rate" else search.to_quality
             for index, prepared in ready.items():
-                run = lambda _members, p=prepared: [Result(target(self, p, plan))]  # noqa: E731
+                codings = (self._coding(prepared, plan, scale) for scale in search.SCALES)
+                run = lambda _members, c=codings, p=prepared: [Result(target(c, self.decoder, p, plan))]  # noqa: E731
                 outcomes.settle(index, isolated([index], run)[index])
-        if plan.choose_strength:
+        if plan.choose_strength and plan.options.strength_by == "pixels":
             search.choose_strengths(self.decoder, ready, outcomes, self.pipeline.batch_size, plan.options.metric)
 
     def _encode_batches(self, jobs: dict[int, EncodeJob], plan: EncodePlan, outcomes: Outcomes[bytes]) -> None:
@@ -72,22 +76,70 @@ class Encoder:
 
         def on_device(members: list[int]) -> list[Result[Future]]:
             images = _stack([jobs[i].rgb for i in members], self.session.device)
-            coded = coder.encode(self._refined(self.session.latents(images), images, plan), plan.options)
+            latents = self._refined(self.session.latents(images), images, plan)
+            coded = coder.encode(latents, plan.options)
+            fractions = self._fractions(coder, coded, latents, images, plan)
             params, planes, noise = HostCopy(coded.params), HostCopy(coded.planes), HostCopy(coded.noise)
             host = self.pipeline.host
             return [
-                Result(host.submit(self.pack, jobs[i], coder, params, planes, noise, row, plan))
+                Result(host.submit(self.pack, jobs[i], coder, params, planes, noise, row, plan, fractions[row]))
                 for row, i in enumerate(members)
             ]
 
         key = lambda i: (tuple(jobs[i].rgb.shape), jobs[i].rgb.dtype)  # noqa: E731
         self.pipeline.run(batches_by_key(jobs, key, self.pipeline.batch_size), on_device, outcomes)
 
-    def stream(self, job: EncodeJob, latents: torch.Tensor, plan: EncodePlan) -> bytes:
-        """The stream of one image's latents ``[1, C, h, w]`` under ``plan``, coded at once (searches)."""
+    def _coding(self, prepared: PreparedImage, plan: EncodePlan, scale: float) -> search.Coding:
+        """The searches' view of one candidate scale: latents computed once, streams and sizes per step."""
+        at_scale = plan.with_options(scale=scale, target_bpp=None, target_psnr=None, quality=None)
+        job = EncodeJob.of(prepared, at_scale.options)
+        latents = self.session.latents(job.rgb[None])
+        return search.Coding(
+            stream=functools.cache(lambda step: self.stream(job, latents, at_scale.with_options(step=step))),
+            size=lambda step: self.stream_size(job, latents, at_scale.with_options(step=step)),
+            final=lambda step: self.stream(job, latents, at_scale.with_options(step=step), choose=True),
+        )
+
+    def stream(self, job: EncodeJob, latents: torch.Tensor, plan: EncodePlan, choose: bool = False) -> bytes:
+        """The stream of one image's latents ``[1, C, h, w]`` under ``plan``, coded at once (searches): its
+        denoiser entry at the plan's fraction, or (``choose``) at the one :meth:`_fractions` picks."""
         coder = self.session.coder(plan.options.mode)
         coded = coder.encode(latents, plan.options)
-        return self.pack(job, coder, HostCopy(coded.params), HostCopy(coded.planes), HostCopy(coded.noise), 0, plan)
+        if choose:
+            fraction = self._fractions(coder, coded, latents, job.rgb[None], plan)[0]
+        else:
+            fraction = plan.noise_fraction if plan.denoiser_id else None
+        parts = (HostCopy(coded.params), HostCopy(coded.planes), HostCopy(coded.noise))
+        return self.pack(job, coder, *parts, 0, plan, fraction)
+
+    def _fractions(
+        self, coder: Coder, coded: CodedBatch, latents: torch.Tensor, images: torch.Tensor, plan: EncodePlan
+    ) -> list:
+        """Per image, the fraction of its noise level its denoiser entry records (None: no entry). Under
+        ``denoiser="auto"`` with ``strength_by="crops"``: decided by decoding a few sampled windows of the image at
+        each strength (:func:`search.sampled_strengths`), on the device."""
+        rows = len(latents)
+        if not plan.denoiser_id:
+            return [None] * rows
+        if not (plan.choose_strength and plan.options.strength_by == "crops"):
+            return [plan.noise_fraction] * rows
+        shape = tuple(latents.shape[1:])
+        params = [bytes(row) for row in coded.params.cpu().numpy()]
+        size = coder.planes_size(params[0], shape)
+        quantized = torch.cat([coder.decode([p], coded.planes[i : i + 1, :size], shape) for i, p in enumerate(params)])
+        session, noise = self.session, coded.noise.to(self.session.device)
+        loaded = session.denoiser(plan.denoiser_id)
+        denoiser = (plan.denoiser_id, loaded.schedule_key(float(noise[0]), plan.options.mode))
+        recorded = noise if session.spec.conditioned else torch.zeros_like(noise)  # what a stream without one says
+
+        def decode(window: torch.Tensor, strength: float | None) -> torch.Tensor:
+            window = window.to(session.dtype).contiguous(memory_format=session.memory_format)
+            if strength is None:
+                return session.decode(window, recorded.to(session.dtype))
+            return session.decode(window, (strength * noise).to(session.dtype), denoiser)
+
+        target = to_unit(pad_to_multiple(images, session.spec.downsample), torch.float32).to(session.device)
+        return search.sampled_strengths(decode, quantized, target, session.spec.downsample)
 
     def _refined(self, latents: torch.Tensor, images: torch.Tensor, plan: EncodePlan) -> torch.Tensor:
         """Latents after ``effort`` refinement steps through float32 copies of the decoder side: the decoder,
@@ -116,12 +168,41 @@ class Encoder:
         noise: HostCopy,
         row: int,
         plan: EncodePlan,
+        fraction: float | None,
     ) -> bytes:
-        """Row ``row`` of a coded batch as a finished stream: header, entropy-coded planes and alpha."""
+        """Row ``row`` of a coded batch as a finished stream: header, entropy-coded planes and alpha; its denoiser
+        entry (if ``fraction`` is not None) records that fraction of the measured noise level."""
+        unfinished, symbols, method, shape = self._unfinished(job, coder, params, planes, noise, row, plan, fraction)
+        payload = latent_stage.compress(symbols, method, shape, self.session.spec.latent_space, plan.options.level)
+        return bitstream.pack(dataclasses.replace(unfinished, latents=payload))
+
+    def stream_size(self, job: EncodeJob, latents: torch.Tensor, plan: EncodePlan) -> float:
+        """The size in bytes of :meth:`stream`'s stream, without entropy-coding the latents where the method knows
+        their rate from its model (to within one 32-bit word: tests measure it)."""
+        coder = self.session.coder(plan.options.mode)
+        coded = coder.encode(latents, plan.options)
+        parts = (HostCopy(coded.params), HostCopy(coded.planes), HostCopy(coded.noise))
+        fraction = plan.noise_fraction if plan.denoiser_id else None  # an entry's bytes, whatever its level
+        unfinished, symbols, method, shape = self._unfinished(job, coder, *parts, 0, plan, fraction)
+        space, level = self.session.spec.latent_space, plan.options.level
+        return len(bitstream.pack(unfinished)) + latent_stage.payload_bits(symbols, method, shape, space, level) / 8
+
+    def _unfinished(
+        self,
+        job: EncodeJob,
+        coder: Coder,
+        params: HostCopy,
+        planes: HostCopy,
+        noise: HostCopy,
+        row: int,
+        plan: EncodePlan,
+        fraction: float | None,
+    ) -> tuple[Stream, bytes, EntropyMethod, tuple[int, int, int]]:
+        """The stream without its latent payload, the symbol planes, the entropy method and the latents' shape."""
         model = self.session.model
         denoiser = None
-        if plan.denoiser_id:
-            level = float(noise.get()[row]) * plan.noise_fraction
+        if plan.denoiser_id and fraction is not None:
+            level = float(noise.get()[row]) * fraction
             denoiser = DenoiserRef(plan.denoiser_id, self.session.denoiser(plan.denoiser_id).fingerprint, level)
         height, width = job.rgb.shape[1:]
         down = model.spec.downsample
@@ -145,8 +226,7 @@ class Encoder:
             entropy=method,
         )
         alpha = zstd.compress(job.alpha.tobytes(), options.level) if job.alpha is not None else b""
-        payload = latent_stage.compress(symbols, method, latent_shape, space, options.level)
-        return bitstream.pack(Stream(header, mode_params, payload, alpha))
+        return Stream(header, mode_params, b"", alpha), symbols, method, latent_shape
 
 
 def _stack(images: list[torch.Tensor], device: torch.device) -> torch.Tensor:

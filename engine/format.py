@@ -13,6 +13,7 @@ FINGERPRINT_BYTES = 8  # hash of a network's weights, as streams record it
 MAX_ID = 64  # bytes of a model or denoiser id
 MAX_SIDE = 65535  # what PNG, WebP readers and the header's fields all carry
 MAX_PIXELS = 1 << 26  # 67.1 Mpixel: under Pillow's decompression-bomb error (179 Mpixel); tiling keeps memory flat
+MAX_STREAM_BYTES = 4 * MAX_PIXELS  # no valid stream is larger (int16 latents and alpha: about 2 bytes a pixel)
 MIN_STEP, MAX_STEP = 1e-3, 64.0  # uniform quantization steps a stream may carry
 MAX_PALETTE = 4096
 
@@ -56,7 +57,8 @@ class EntropyMethod(_NamedId):
     """How a stream's latent symbols are entropy-coded (its id is stored in version-4 headers)."""
 
     ZSTD = 0  # one zstd frame of the byte planes (every mode; the only method before version 4)
-    CONTEXT = 1  # an ANS stream under the latent space's context model (uniform int8 symbols)
+    CONTEXT = 1  # an ANS stream under the latent space's context model, wavefront order (uniform int8 symbols)
+    PASSES = 2  # an ANS stream under the latent space's passes model: 16 steps at any size (uniform int8 symbols)
 
     @classmethod
     def what(cls) -> str:

@@ -48,21 +48,22 @@ def palette_size_for_quality(quality: float) -> int:
 class EncodeOptions:
     """How to encode.
 
-    ``quality`` (0..100) sets the mode's knob unless it is given directly: the uniform ``step`` (latent units,
-    larger is coarser) or the ``palette_size``. ``scalar8`` has no knob. ``scale`` (0, 1] encodes a downscaled image
-    and restores the size on decode. ``alpha`` is ``"keep"`` (stored losslessly) or ``"drop"``. ``entropy`` codes
-    the latents with the context model where it applies (uniform int8 symbols of a latent space that has one) or
-    always with zstd; ``level`` is the zstd level. ``target_bpp`` (uniform mode) makes the encoder choose the step
-    and scale itself: the best ``metric`` (``"psnr"`` or ``"ms-ssim"``) it finds within 10% of that many bits per
-    pixel; ``target_psnr`` (dB) the
-    smallest stream whose decoded PSNR reaches it (each try decodes: slower). ``effort`` (uniform mode) is the
-    number of latent-refinement steps through the decoder (0: off; each costs a decoder forward and backward pass).
+    ``quality`` (0..100) sets the mode's knob, or the knob is given directly (not both): the uniform ``step``
+    (latent units, larger is coarser) or the ``palette_size``. ``scalar8`` has no knob. ``scale`` (0, 1] encodes a
+    downscaled image and restores the size on decode. ``alpha`` is ``"keep"`` (stored losslessly) or ``"drop"``.
+    ``entropy`` codes the latents with a context model where one applies (uniform int8 symbols of a latent space
+    that has one: ``context``, the default, or ``passes``, faster) or always with zstd; ``level`` is the zstd level.
+    ``target_bpp`` (uniform mode) makes the encoder choose the step and scale itself: the best ``metric``
+    (``"psnr"`` or ``"ms-ssim"``) it finds within 10% of that many bits per pixel; ``target_psnr`` (dB) the smallest
+    stream whose decoded PSNR reaches it (each try decodes: slower). ``effort`` (uniform mode) is the number of
+    latent-refinement steps through the decoder (0: off; each costs a decoder forward and backward pass).
     ``denoiser`` names the latent denoiser the stream asks the decoder to run first: ``"auto"`` (the model's
-    default, for the uniform and palette modes: the encoder decodes each stream without it and at three strengths
-    and keeps the best ``metric``; none, with a warning, where its weights are not installed), an id such as
-    ``"latent-denoiser"`` or ``"sd-unet"`` (always named, no check), or ``None``. ``denoiser_strength`` (with a
-    named id) is the fraction of the measured quantization noise level the stream records, i.e. how strongly the
-    decoder denoises; by default the denoiser's own.
+    default, for the uniform and palette modes: the encoder tries each stream without it and at three strengths and
+    keeps the best, by ``strength_by``: the squared error of a few decoded windows (``"crops"``) or, slower, the
+    whole decoded image's ``metric`` (``"pixels"``); none, with a warning, where its weights are not installed), an
+    id such as ``"latent-denoiser"`` or ``"sd-unet"`` (always named, no check), or ``None``. ``denoiser_strength``
+    (with a named id) is the fraction of the measured quantization noise level the stream records, i.e. how strongly
+    the decoder denoises; by default the denoiser's own.
     """
 
     mode: CodingMode = field(
@@ -72,8 +73,8 @@ class EncodeOptions:
     quality: float | None = field(
         default=None, metadata=_meta(float, "0..100: sets the mode's step or palette size", short="-q")
     )
-    step: float | None = field(default=None, metadata=_meta(float, "uniform step in latent units (overrides quality)"))
-    palette_size: int | None = field(default=None, metadata=_meta(int, "palette entries (overrides quality)"))
+    step: float | None = field(default=None, metadata=_meta(float, "uniform step in latent units (instead of quality)"))
+    palette_size: int | None = field(default=None, metadata=_meta(int, "palette entries (instead of quality)"))
     dither: bool = field(default=True, metadata=_meta(parse_bool, "palette mode: Floyd-Steinberg error diffusion"))
     scale: float = field(default=1.0, metadata=_meta(float, "encode at this fraction of the size (0, 1]"))
     alpha: str = field(
@@ -83,7 +84,8 @@ class EncodeOptions:
         default=EntropyMethod.CONTEXT,
         metadata=_meta(
             EntropyMethod.parse,
-            "latent entropy coder: context (uniform int8 symbols with a context model; zstd otherwise) or zstd",
+            "latent entropy coder for uniform int8 symbols of a latent space with a model (zstd otherwise): context"
+            " (wavefronts), passes (16 parallel steps: faster, a few percent more bytes) or zstd",
             choices=tuple(m.label for m in EntropyMethod),
         ),
     )
@@ -110,6 +112,15 @@ class EncodeOptions:
         default=None,
         metadata=_meta(
             float, "with a named denoiser: fraction of the measured noise level to denoise (default: the denoiser's)"
+        ),
+    )
+    strength_by: str = field(
+        default="crops",
+        metadata=_meta(
+            str,
+            "how denoiser=auto picks its strength: crops (decode a few sampled windows at each) or pixels (decode"
+            " the whole image at each, score it by metric)",
+            choices=("crops", "pixels"),
         ),
     )
 
@@ -176,12 +187,16 @@ class EncodeOptions:
                 raise ValueError("effort cannot be combined with target_bpp yet (refinement depends on the step)")
         if self.target_psnr is not None and (not uniform or self.effort or self.target_bpp is not None):
             raise ValueError("target_psnr needs mode 'uniform', without effort or target_bpp")
+        knob = {CodingMode.UNIFORM: "step", CodingMode.PALETTE: "palette_size"}.get(self.mode)  # scalar8: none
+        given = [n for n in ("quality", knob, "target_bpp", "target_psnr") if n and getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of {', '.join(given)}: each sets the {knob}")
 
     def _check_denoiser(self) -> None:
         from latentcodec.engine.denoise.registry import DENOISERS
 
         if self.denoiser not in (None, AUTO) and self.denoiser not in DENOISERS:
-            raise ValueError(f"unknown denoiser {self.denoiser!r}; known: {', '.join(DENOISERS.names())}")
+            raise ValueError(f"unknown denoiser {self.denoiser!r}; known: auto, none, {', '.join(DENOISERS.names())}")
         if self.denoiser_strength is not None and self.denoiser in (None, AUTO):
             raise ValueError("denoiser_strength needs a named denoiser ('auto' chooses the strength itself)")
 

@@ -2,7 +2,8 @@
 strength (``denoiser="auto"``).
 
 Rate: stream sizes fall as the step grows, so for each candidate scale a bisection in log-step space finds the
-finest step whose stream fits the budget; each try costs a quantization and a zstd call, never a network pass.
+finest step whose stream fits the budget; each try costs a quantization and the entropy model's code length (no
+coding; zstd streams are compressed), never a network pass; one stream per scale is written.
 The scales' results are decoded and the best PSNR among those within ``TOLERANCE`` of the budget wins.
 Quality: per scale, bisection finds the coarsest step whose decoded PSNR reaches the target (each try decodes);
 the smallest such stream over the scales wins. Strength: each stream is decoded without its denoiser and with it
@@ -13,7 +14,7 @@ were chosen, and on which images, is in the README.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
@@ -30,7 +31,6 @@ from latentcodec.engine.results import Result
 
 if TYPE_CHECKING:
     from latentcodec.engine.decoder import Decoder
-    from latentcodec.engine.encoder import Encoder
 
 SCALES = (1.0, 0.71, 0.5, 0.35)
 TOLERANCE = 0.10
@@ -87,49 +87,50 @@ def choose(candidates: list[Candidate], budget: float) -> bytes:
     return max(pool, key=lambda c: c.score).data
 
 
-def to_rate(encoder: Encoder, prepared: PreparedImage, plan: EncodePlan) -> bytes:
-    """The best stream under ``metric`` within 10% of ``target_bpp`` over the candidate scales and steps."""
+@dataclass(frozen=True)
+class Coding:
+    """One candidate scale's codings, over latents computed once: ``step -> stream`` (the searches' candidates),
+    ``step -> its size in bytes`` (known without entropy coding where the method allows) and ``step -> the
+    stream to keep`` (its denoiser strength chosen, where that is decided at encode time)."""
+
+    stream: Callable[[float], bytes]
+    size: Callable[[float], float]
+    final: Callable[[float], bytes]
+
+
+def to_rate(codings: Iterable[Coding], decoder: Decoder, prepared: PreparedImage, plan: EncodePlan) -> bytes:
+    """The best stream under ``metric`` within 10% of ``target_bpp`` over the candidate scales and steps: each
+    scale's step bisected on sizes, one stream written per scale."""
     height, width = prepared.rgb.shape[1:]
     budget = plan.options.target_bpp * width * height / 8
     reference = to_array(prepared.rgb)
-    candidates = []
-    for stream in _streams_at_scales(encoder, prepared, plan):
-        data = stream(finest_step_within(lambda step, stream=stream: len(stream(step)), budget))
-        candidates.append(_candidate(encoder.decoder, data, reference, plan, plan.options.metric))
-    return choose(candidates, budget)
+    candidates, finals = [], {}
+    for coding in codings:
+        step = finest_step_within(coding.size, budget)
+        candidates.append(_candidate(decoder, coding.stream(step), reference, plan, plan.options.metric))
+        finals[candidates[-1].data] = lambda coding=coding, step=step: coding.final(step)
+    return finals[choose(candidates, budget)]()
 
 
-def to_quality(encoder: Encoder, prepared: PreparedImage, plan: EncodePlan) -> bytes:
+def to_quality(codings: Iterable[Coding], decoder: Decoder, prepared: PreparedImage, plan: EncodePlan) -> bytes:
     """The smallest stream whose decoded PSNR reaches ``target_psnr``, over the candidate scales (the best-PSNR
     stream tried when none does)."""
     reference = to_array(prepared.rgb)
-    reached, tried = [], []
-    for stream in _streams_at_scales(encoder, prepared, plan):
+    reached, tried, finals = [], [], {}
+    for coding in codings:
 
         @cache
-        def quality(step: float, stream=stream) -> float:
-            tried.append(_candidate(encoder.decoder, stream(step), reference, plan, "psnr"))
+        def quality(step: float, coding=coding) -> float:
+            tried.append(_candidate(decoder, coding.stream(step), reference, plan, "psnr"))
+            finals[tried[-1].data] = lambda: coding.final(step)
             return tried[-1].score
 
         step = coarsest_step_reaching(quality, plan.options.target_psnr)
         if step is not None:
-            reached.append(stream(step))
-    return min(reached, key=len) if reached else max(tried, key=lambda c: c.score).data
-
-
-def _streams_at_scales(
-    encoder: Encoder, prepared: PreparedImage, plan: EncodePlan
-) -> Iterator[Callable[[float], bytes]]:
-    """For each of ``SCALES``, ``step -> stream`` (cached) over latents computed once for that scale."""
-    from latentcodec.engine.encoder import EncodeJob
-
-    for scale in SCALES:
-        at_scale = plan.with_options(scale=scale, target_bpp=None, target_psnr=None, quality=None)
-        job = EncodeJob.of(prepared, at_scale.options)
-        latents = encoder.session.latents(job.rgb[None])
-        yield cache(lambda step, job=job, latents=latents, at_scale=at_scale: encoder.stream(
-            job, latents, at_scale.with_options(step=step)
-        ))  # fmt: skip
+            reached.append(coding.stream(step))
+            finals.setdefault(reached[-1], lambda coding=coding, step=step: coding.final(step))
+    best = min(reached, key=len) if reached else max(tried, key=lambda c: c.score).data
+    return finals[best]()
 
 
 def _candidate(decoder: Decoder, data: bytes, reference, plan: EncodePlan, metric: str) -> Candidate:
@@ -137,6 +138,51 @@ def _candidate(decoder: Decoder, data: bytes, reference, plan: EncodePlan, metri
     strength chosen afterwards decodes at least as well, so a target reached here holds."""
     decoded = decoder.tensors([data], denoise=not plan.choose_strength)[0]
     return Candidate(data, quality.score(metric, reference, to_array(decoded)))
+
+
+WINDOW, MARGIN = 12, 4  # latents per side of each sampled window's scored part, and the context decoded around it
+
+
+def windows(height: int, width: int) -> list[tuple[slice, slice, slice, slice]]:
+    """Where the strength search samples latents ``height x width``: ``(rows, cols)`` to decode and ``(rows,
+    cols)`` of that decode to score (in latents): two windows on the diagonal, or the whole grid when that is no
+    larger."""
+    side = WINDOW + 2 * MARGIN
+    if height < side or width < side or 2 * side * side >= height * width:  # the whole grid costs no more
+        return [(slice(0, height), slice(0, width), slice(0, height), slice(0, width))]
+    picked = []
+    for fraction in (1 / 3, 2 / 3):
+        top = min(max(0, round(height * fraction) - WINDOW // 2 - MARGIN), height - WINDOW - 2 * MARGIN)
+        left = min(max(0, round(width * fraction) - WINDOW // 2 - MARGIN), width - WINDOW - 2 * MARGIN)
+        inner = slice(MARGIN, MARGIN + WINDOW)
+        picked.append((slice(top, top + WINDOW + 2 * MARGIN), slice(left, left + WINDOW + 2 * MARGIN), inner, inner))
+    return picked
+
+
+def sampled_strengths(
+    decode: Callable[[torch.Tensor, float | None], torch.Tensor],
+    quantized: torch.Tensor,
+    images: torch.Tensor,
+    down: int,
+) -> list[float | None]:
+    """Per image, ``None`` (no denoiser) or the one of :data:`STRENGTHS` whose decode of a few sampled windows
+    (:func:`windows`) is closest to the image there (squared error): a few percent of the pixels decoded per
+    strength, where deciding by whole decodes costs four of them. ``decode(latents, strength)`` decodes latents
+    ``[B, C, h, w]`` as the decoder will (denoised at that fraction of each image's noise level, or not);
+    ``images`` ``[B, 3, H, W]`` in [0, 1] are the ones the latents were made from."""
+    height, width = quantized.shape[-2:]
+    errors = torch.zeros(1 + len(STRENGTHS), len(quantized), device=quantized.device)
+    for rows, cols, inner_rows, inner_cols in windows(height, width):
+        target = images[..., rows.start * down : rows.stop * down, cols.start * down : cols.stop * down]
+        target = target[..., inner_rows.start * down : inner_rows.stop * down, inner_cols.start * down :]
+        target = target[..., : (inner_cols.stop - inner_cols.start) * down].float()
+        for n, strength in enumerate((None, *STRENGTHS)):
+            rgb = decode(quantized[..., rows, cols], strength)
+            rgb = rgb[..., inner_rows.start * down : inner_rows.stop * down, inner_cols.start * down :]
+            rgb = rgb[..., : target.shape[-1]][..., : target.shape[-2], :]
+            errors[n] += (rgb.float() - target[..., : rgb.shape[-2], : rgb.shape[-1]]).square().flatten(1).sum(1)
+    best = errors.argmin(0).tolist()
+    return [None if b == 0 else STRENGTHS[b - 1] for b in best]
 
 
 def strength_variants(data: bytes) -> list[bytes]:

@@ -67,6 +67,15 @@ SWITCHED_CASES: tuple[tuple[str, int, tuple[int, int, int, int], str, dict], ...
     ("q2-step2-plain", 5, (100, 100, 196, 164), "RGB", {"step": 2.0, "denoiser": None}),
     ("q2-target-bpp", 19, (300, 300, 396, 396), "RGB", {"target_bpp": 0.2}),
 )
+# written by taef2-q2 since "auto" chooses the denoiser strength on sampled crops (the cases above name
+# `strength_by="pixels"`, the default when they were pinned), with the `passes` entropy method where named
+PASSES_CASES: tuple[tuple[str, int, tuple[int, int, int, int], str, dict], ...] = (
+    ("crops-default", 23, (300, 200, 428, 296), "RGB", {}),
+    ("passes-default", 23, (300, 200, 428, 296), "RGB", {"entropy": "passes"}),
+    ("passes-step2-plain", 5, (100, 100, 196, 164), "RGB", {"entropy": "passes", "step": 2.0, "denoiser": None}),
+    ("passes-odd-greyscale", 8, (200, 100, 337, 221), "L", {"entropy": "passes", "step": 1.5}),
+    ("passes-target-bpp", 19, (300, 300, 396, 396), "RGB", {"entropy": "passes", "target_bpp": 0.2}),
+)
 
 
 def case_image(kodak: Path, index: int, box: tuple[int, int, int, int], mode: str) -> Image.Image:
@@ -99,8 +108,12 @@ def stream_digests(kodak: Path) -> dict[str, dict]:
 
     codecs = {model: latentcodec.Codec(model, device="cpu") for model in ("taef2", "taef2-q2")}
     digests = {}
-    cases = [(*case[:4], {"entropy": "zstd", **case[4]}) for case in CASES] + list(CONTEXT_CASES)
-    cases = [("taef2", *case) for case in cases] + [("taef2-q2", *case) for case in SWITCHED_CASES]
+    old = {"strength_by": "pixels"}  # how "auto" chose the denoiser strength before the passes method arrived
+    context = [(*case[:4], {**old, "entropy": "context", **case[4]}) for case in CONTEXT_CASES]
+    cases = [(*case[:4], {**old, "entropy": "zstd", **case[4]}) for case in CASES] + context
+    switched = [(*case[:4], {**old, "entropy": "context", **case[4]}) for case in SWITCHED_CASES]
+    switched += list(PASSES_CASES)
+    cases = [("taef2", *case) for case in cases] + [("taef2-q2", *case) for case in switched]
     for model, name, index, box, mode, options in cases:
         data = codecs[model].encode(case_image(kodak, index, box, mode), **options)
         denoiser = latentcodec.info(data).denoiser

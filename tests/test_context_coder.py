@@ -125,9 +125,9 @@ def test_payloads_are_the_same_in_any_process_and_thread_count(model, threads):
     tables), so another process with other thread counts writes and reads the same bytes."""
     here = hashlib.sha256(context_coder.encode(laplace_symbols(7, (32, 12, 17), 1.2), model)).hexdigest()
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here_folder = os.path.dirname(os.path.abspath(__file__))  # where the script imports this module from
     result = subprocess.run(
-        [sys.executable, "-c", _DIGEST_SCRIPT], env=env, cwd=root, capture_output=True, text=True, check=True
+        [sys.executable, "-c", _DIGEST_SCRIPT], env=env, cwd=here_folder, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == here
 

@@ -223,7 +223,12 @@ def test_auto_keeps_the_denoising_strength_with_the_best_psnr(kodak_crop, codec,
     reference = as_array(kodak_crop)
     scores = [psnr(reference, as_array(codec.decode(v))) for v in variants]
     assert len(set(scores)) == len(scores)  # each strength decodes to a different picture
-    assert codec.encode(kodak_crop, **options) == variants[scores.index(max(scores))]
+    assert codec.encode(kodak_crop, strength_by="pixels", **options) == variants[scores.index(max(scores))]
+    chosen, measured = latentcodec.info(codec.encode(kodak_crop, **options)), latentcodec.info(named).noise_level
+    strengths = [s * measured for s in search.STRENGTHS]  # "crops", the default: none or one of them
+    assert chosen.denoiser is None or chosen.noise_level == pytest.approx(
+        min(strengths, key=lambda level: abs(level - chosen.noise_level)), rel=2e-3
+    )
 
 
 def test_a_named_denoiser_records_its_default_strength_unless_told_otherwise(kodak_crop, codec):
@@ -332,7 +337,7 @@ def test_denoise_gain_bench_reports_both_decodes_and_the_auto_choice(tmp_path, c
         image = Image.open(tmp_path / r.image)
         named = codec.decode(codec.encode(image, denoiser="latent-denoiser", **dict(points)[r.point]))
         assert psnr(as_array(image), as_array(named)) == pytest.approx(r.psnr_denoised)  # at the default strength
-        chosen = latentcodec.info(codec.encode(image, **dict(points)[r.point]))  # "auto"
+        chosen = latentcodec.info(codec.encode(image, strength_by="pixels", **dict(points)[r.point]))  # "auto"
         assert (chosen.denoiser is not None) == r.kept
         assert chosen.noise_level == (pytest.approx(r.strength * r.noise_level, rel=1e-3) if r.kept else None)
     rows = denoise.summarize(records)

@@ -1,42 +1,77 @@
-"""The latent symbols' entropy stage: which method codes a stream's symbols, and running it either way.
+"""The latent symbols' entropy stage: the registry of entropy methods, which one codes a stream's symbols, and
+running it either way (or only measuring its rate).
 
-``context`` codes uniform int8 symbols of a latent space that has a context model (shipped, sha256-pinned);
-everything else (palette, scalar8, int16 symbols, other latent spaces) is one zstd frame.
+Modelled methods (``passes``, the default, and ``context``) code uniform int8 symbols of a latent space that has
+a shipped, sha256-pinned model for that method; everything else (palette, scalar8, int16 symbols, other latent
+spaces) is one zstd frame.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from latentcodec.engine.entropy import context_coder, zstd
-from latentcodec.engine.entropy.context_model import ContextModel, load
-from latentcodec.engine.errors import CorruptStreamError, WeightsMismatchError
+from latentcodec.engine.entropy import context_coder, passes_coder, passes_model, zstd
+from latentcodec.engine.entropy import context_model as wavefront_model
+from latentcodec.engine.errors import CorruptStreamError, WeightsMismatchError, WeightsNotFoundError
 from latentcodec.engine.format import CodingMode, EntropyMethod
 from latentcodec.engine.models.weights import BUNDLED, file_sha256
-
-# latent space -> (bundled file, sha256); made by training/entropy_model.py (`latentcodec-lab train-entropy`)
-CONTEXT_MODELS = {
-    "flux2": (
-        "context_model_flux2.safetensors",
-        "d43d155974866c118eb5842c388a3d083c3a5f265d0d422a1e84cf481e0a7d59",
-    ),
-}
 
 Shape = tuple[int, int, int]
 
 
+@dataclass(frozen=True)
+class ModelledMethod:
+    """An entropy method for uniform int8 symbols ``[C, h, w]`` under a model of their latent space."""
+
+    models: dict[str, tuple[str, str]]  # latent space -> (bundled file, sha256), made by the training script
+    load: Callable[[Path], Any]
+    encode: Callable[[np.ndarray, Any], bytes]
+    decode: Callable[[bytes, Shape, Any], np.ndarray]
+    code_length: Callable[[np.ndarray, Any], float] | None = None  # bits, without coding
+
+
+CONTEXT_SHA256 = "d43d155974866c118eb5842c388a3d083c3a5f265d0d422a1e84cf481e0a7d59"
+PASSES_SHA256 = "486fff01a7b540c054a3d232b376bc48fb280ebb8e4ed7c82ab0e8749673c0bb"
+METHODS: dict[EntropyMethod, ModelledMethod] = {
+    EntropyMethod.CONTEXT: ModelledMethod(  # training/entropy_model.py (`latentcodec-lab train-entropy`)
+        {"flux2": ("context_model_flux2.safetensors", CONTEXT_SHA256)},
+        wavefront_model.load,
+        context_coder.encode,
+        context_coder.decode,
+    ),
+    EntropyMethod.PASSES: ModelledMethod(  # training/passes_model.py (`latentcodec-lab train-passes`)
+        {"flux2": ("passes_model_flux2.safetensors", PASSES_SHA256)},
+        passes_model.load,
+        passes_coder.encode,
+        passes_coder.decode,
+        passes_coder.code_length,
+    ),
+}
+
+
 @cache
-def context_model(latent_space: str) -> ContextModel | None:
-    """The latent space's context model (None when it has none); raises WeightsMismatchError if tampered with."""
-    if latent_space not in CONTEXT_MODELS:
+def model_for(method: EntropyMethod, latent_space: str) -> Any:
+    """The method's model of the latent space (None when it has none); raises WeightsMismatchError if tampered."""
+    if method not in METHODS or latent_space not in METHODS[method].models:
         return None
-    filename, sha256 = CONTEXT_MODELS[latent_space]
+    filename, sha256 = METHODS[method].models[latent_space]
     path = BUNDLED / filename
+    if not path.is_file():
+        raise WeightsNotFoundError(f"the {method.label} entropy model {path} is missing from the package")
     if file_sha256(path) != sha256:
         raise WeightsMismatchError(f"{path} does not match its pinned sha256 {sha256[:12]}...")
-    return load(path)
+    return METHODS[method].load(path)
+
+
+def context_model(latent_space: str) -> wavefront_model.ContextModel | None:
+    """The ``context`` method's model of a latent space."""
+    return model_for(EntropyMethod.CONTEXT, latent_space)
 
 
 def _int8_planes(mode: CodingMode, size: int, shape: Shape) -> bool:
@@ -45,17 +80,28 @@ def _int8_planes(mode: CodingMode, size: int, shape: Shape) -> bool:
 
 def method_for(wanted: EntropyMethod, mode: CodingMode, size: int, shape: Shape, latent_space: str) -> EntropyMethod:
     """``wanted`` where the symbols allow it, zstd otherwise."""
-    model = context_model(latent_space) if wanted == EntropyMethod.CONTEXT else None
+    model = model_for(wanted, latent_space)
     usable = model is not None and model.channels == shape[0] and _int8_planes(mode, size, shape)
-    return EntropyMethod.CONTEXT if usable else EntropyMethod.ZSTD
+    return wanted if usable else EntropyMethod.ZSTD
+
+
+def _symbols(planes: bytes, shape: Shape) -> np.ndarray:
+    return np.frombuffer(planes, dtype=np.int8).reshape(shape)
 
 
 def compress(planes: bytes, method: EntropyMethod, shape: Shape, latent_space: str, level: int) -> bytes:
     """The payload of byte planes under ``method`` (one :func:`method_for` chose)."""
     if method == EntropyMethod.ZSTD:
         return zstd.compress(planes, level)
-    symbols = np.frombuffer(planes, dtype=np.int8).reshape(shape)
-    return context_coder.encode(symbols, context_model(latent_space))
+    return METHODS[method].encode(_symbols(planes, shape), model_for(method, latent_space))
+
+
+def payload_bits(planes: bytes, method: EntropyMethod, shape: Shape, latent_space: str, level: int) -> float:
+    """The payload's size in bits: the model's code length where the method has one (no coding), else coded."""
+    code_length = METHODS[method].code_length if method in METHODS else None
+    if code_length is None:
+        return 8.0 * len(compress(planes, method, shape, latent_space, level))
+    return code_length(_symbols(planes, shape), model_for(method, latent_space))
 
 
 def decompress(
@@ -64,7 +110,9 @@ def decompress(
     """The ``size`` bytes of planes a payload holds; raises CorruptStreamError for anything malformed."""
     if method == EntropyMethod.ZSTD:
         return zstd.decompress(payload, size)
-    model = context_model(latent_space)
+    model = model_for(method, latent_space)
     if model is None or not _int8_planes(mode, size, shape):
-        raise CorruptStreamError("context-coded latents need int8 uniform symbols in a latent space with a model")
-    return context_coder.decode(payload, shape, model).tobytes()
+        raise CorruptStreamError(
+            f"{method.label}-coded latents need int8 uniform symbols in a latent space with a model"
+        )
+    return METHODS[method].decode(payload, shape, model).tobytes()

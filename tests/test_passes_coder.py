@@ -1,0 +1,171 @@
+"""The ``passes`` entropy method: exact round trips, 16 steps at any size, rate without coding, hostile payloads,
+and the same bytes in any process."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_context_coder import laplace_symbols
+
+from latentcodec.engine.entropy import context_coder, latent_stage, passes_coder, passes_model, zstd
+from latentcodec.engine.errors import CorruptStreamError
+from latentcodec.engine.format import CodingMode, EntropyMethod
+
+
+@pytest.fixture(scope="module")
+def model():
+    return latent_stage.model_for(EntropyMethod.PASSES, "flux2")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    height=st.integers(1, 9),
+    width=st.integers(1, 11),
+    scale=st.sampled_from([0.0, 0.3, 2.0, 40.0, 500.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_any_symbols_round_trip_exactly(model, height, width, scale, seed):
+    symbols = laplace_symbols(seed, (32, height, width), scale)
+    payload = passes_coder.encode(symbols, model)
+    assert np.array_equal(passes_coder.decode(payload, symbols.shape, model), symbols)
+
+
+def test_extreme_symbols_round_trip_and_minus_128_is_refused(model):
+    symbols = np.full((32, 5, 6), 127, dtype=np.int8)
+    symbols[::2, ::2] = -127
+    assert np.array_equal(passes_coder.decode(passes_coder.encode(symbols, model), symbols.shape, model), symbols)
+    symbols[0, 0, 0] = -128
+    with pytest.raises(ValueError, match="-127"):
+        passes_coder.encode(symbols, model)
+
+
+@pytest.mark.parametrize("shape", [(32, 1, 1), (32, 2, 3), (32, 17, 9), (32, 64, 96)])
+def test_sequential_steps_are_at_most_16_at_any_size(model, shape):
+    steps = list(passes_coder._steps(model, shape))
+    assert len(steps) <= 16 and len({step for step, _, _ in steps}) == len(steps)
+    covered = np.zeros(shape[1:], dtype=int)
+    for p, (pi, pj) in enumerate(passes_model.PASSES):
+        if any(q == p for _, q, _ in steps):
+            covered[pi::2, pj::2] += 1
+    assert (covered == 1).all()  # every position in exactly one pass
+
+
+def test_no_step_reads_a_symbol_coded_at_or_after_it():
+    both = passes_model.visible(32, 4).reshape(16, 9, 2, 32)  # symbols, then their log-magnitudes
+    assert torch.equal(both[:, :, 0], both[:, :, 1])
+    mask = both[:, :, 0]
+    passes = len(passes_model.PASSES)
+    coded_at = {}
+    for p, (pi, pj) in enumerate(passes_model.PASSES):
+        for o, (dy, dx) in enumerate(passes_model.OFFSETS):
+            q = passes_model.PASSES.index(((pi + dy) % 2, (pj + dx) % 2))
+            for g in range(4):
+                for c in range(32):
+                    coded_at[(p * 4 + g, o, c)] = q * 4 + c // 8
+    for (step, o, c), when in coded_at.items():
+        assert not mask[step, o, c] or when < step
+    assert mask.sum() > 0 and passes == 4
+
+
+@pytest.mark.parametrize("step", [0.5, 2.0])
+def test_real_latents_cost_about_what_the_wavefront_context_costs(model, codec, kodak_crop, step):
+    rgb = torch.from_numpy(np.array(kodak_crop)).permute(2, 0, 1).float() / 255
+    symbols = torch.round(codec.encode_latents(rgb[None])[0] / step).clamp(-127, 127).to(torch.int8).numpy()
+    ours, theirs = len(passes_coder.encode(symbols, model)), len(zstd.compress(symbols.tobytes()))
+    wavefront = len(context_coder.encode(symbols, latent_stage.context_model("flux2")))
+    assert ours < 0.85 * theirs and ours < 1.08 * wavefront
+
+
+def test_the_rate_is_known_without_coding(model):
+    for seed, scale in [(1, 0.3), (2, 2.0), (3, 20.0)]:
+        symbols = laplace_symbols(seed, (32, 13, 22), scale)
+        payload = passes_coder.encode(symbols, model)
+        bits = passes_coder.code_length(symbols, model)
+        assert bits <= 8 * len(payload) <= bits + 96
+        planes = symbols.tobytes()
+        estimate = latent_stage.payload_bits(planes, EntropyMethod.PASSES, symbols.shape, "flux2", 19)
+        assert estimate == bits
+
+
+@settings(max_examples=200, deadline=None)
+@given(payload=st.binary(max_size=600), height=st.integers(1, 6), width=st.integers(1, 6))
+def test_hostile_payloads_decode_or_raise_corrupt_stream(model, payload, height, width):
+    start = time.perf_counter()
+    try:
+        symbols = passes_coder.decode(payload, (32, height, width), model)
+    except CorruptStreamError:
+        pass
+    else:
+        assert symbols.shape == (32, height, width) and symbols.dtype == np.int8
+    assert time.perf_counter() - start < 2.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_mutated_payloads_decode_or_raise_corrupt_stream(model, data):
+    symbols = laplace_symbols(data.draw(st.integers(0, 99)), (32, 4, 5), 1.5)
+    payload = bytearray(passes_coder.encode(symbols, model))
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(0, len(payload) - 1))
+        payload[position] ^= 1 << data.draw(st.integers(0, 7))
+    cut = data.draw(st.integers(0, len(payload)))
+    try:
+        decoded = passes_coder.decode(bytes(payload[:cut]), symbols.shape, model)
+    except CorruptStreamError:
+        return
+    assert decoded.shape == symbols.shape
+
+
+def test_passes_payloads_need_int8_uniform_symbols_and_fall_back_to_zstd():
+    shape = (32, 2, 2)
+    with pytest.raises(CorruptStreamError, match="int8 uniform"):
+        latent_stage.decompress(b"\0" * 8, EntropyMethod.PASSES, CodingMode.PALETTE, 128, shape, "flux2")
+    with pytest.raises(CorruptStreamError, match="int8 uniform"):
+        latent_stage.decompress(b"\0" * 8, EntropyMethod.PASSES, CodingMode.UNIFORM, 128, shape, "sd")
+    assert latent_stage.method_for(EntropyMethod.PASSES, CodingMode.UNIFORM, 128, shape, "flux2").label == "passes"
+    assert latent_stage.method_for(EntropyMethod.PASSES, CodingMode.PALETTE, 128, shape, "flux2") == EntropyMethod.ZSTD
+
+
+def test_a_large_hostile_payload_decodes_in_bounded_time(model):
+    """A garbage payload for a 512x512 image's latents: decoded (garbage) or refused, quickly."""
+    rng = np.random.default_rng(0)
+    payload = rng.integers(1, 2**32, size=40_000, dtype=np.uint64).astype("<u4").tobytes()
+    start = time.perf_counter()
+    with contextlib.suppress(CorruptStreamError):
+        passes_coder.decode(payload, (32, 64, 64), model)
+    assert time.perf_counter() - start < 5.0
+
+
+_DIGEST_SCRIPT = """
+import hashlib
+import numpy as np
+from latentcodec.engine.entropy import latent_stage, passes_coder
+from latentcodec.engine.format import EntropyMethod
+from test_context_coder import laplace_symbols
+model = latent_stage.model_for(EntropyMethod.PASSES, "flux2")
+symbols = laplace_symbols(7, (32, 12, 17), 1.2)
+payload = passes_coder.encode(symbols, model)
+assert np.array_equal(passes_coder.decode(payload, symbols.shape, model), symbols)
+print(hashlib.sha256(payload).hexdigest())
+"""
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_payloads_are_the_same_in_any_process_and_thread_count(model, threads):
+    here = hashlib.sha256(passes_coder.encode(laplace_symbols(7, (32, 12, 17), 1.2), model)).hexdigest()
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
+    folder = os.path.dirname(os.path.abspath(__file__))
+    result = subprocess.run(
+        [sys.executable, "-c", _DIGEST_SCRIPT], env=env, cwd=folder, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == here
