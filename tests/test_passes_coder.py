@@ -169,3 +169,32 @@ def test_payloads_are_the_same_in_any_process_and_thread_count(model, threads):
         [sys.executable, "-c", _DIGEST_SCRIPT], env=env, cwd=folder, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == here
+
+
+def test_a_seconds_long_fitting_run(tmp_path):
+    from PIL import Image
+    from shared_inputs import SHARED
+
+    from latentcodec.training.passes_model import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("002.png", "003.png"):
+        Image.open(SHARED / "data" / "photos" / name).convert("RGB").crop((0, 0, 160, 128)).save(folder / name)
+    output = tmp_path / "model.safetensors"
+    options = ["--iterations", "3", "--batch", "2", "--crop", "8", "--holdout", "1", "--bins", "8", "--hidden", "8"]
+    main([str(output), "--folders", str(folder), *options])
+    fitted = passes_model.load(output)
+    assert fitted.frequencies.shape == (8 * 4, 509) and (fitted.frequencies.sum(1) == 1 << 24).all()
+    assert fitted.steps == 16 and fitted.hidden_weights.shape == (16, 2 * 9 * 32, 8)
+    symbols = laplace_symbols(1, (32, 3, 4), 2.0)
+    assert np.array_equal(passes_coder.decode(passes_coder.encode(symbols, fitted), symbols.shape, fitted), symbols)
+
+
+def test_both_context_methods_decode_to_the_same_image(codec, kodak_crop):
+    import latentcodec
+
+    streams = {m: codec.encode(kodak_crop, step=1.0, entropy=m, denoiser=None) for m in ("passes", "context", "zstd")}
+    assert [latentcodec.info(streams[m]).entropy for m in streams] == ["passes", "context", "zstd"]
+    images = {m: np.asarray(codec.decode(data)) for m, data in streams.items()}
+    assert np.array_equal(images["passes"], images["zstd"]) and np.array_equal(images["context"], images["zstd"])

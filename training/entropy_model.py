@@ -265,7 +265,11 @@ def report(model: cm.ContextModel, held_out: list[Sample], steps: tuple[float, .
     return lines
 
 
-def train(config: EntropyConfig, log: Callable[[str], None] = print) -> cm.ContextModel:
+def fit(
+    config: EntropyConfig, build: Callable[[int], torch.nn.Module], log: Callable[[str], None]
+) -> tuple[torch.nn.Module, list[Sample], list[Sample]]:
+    """Seeded: the encoded folders split into fitting and held-out images (the last ``holdout`` of each folder by
+    name), and the float model ``build(channels)`` fitted by maximum likelihood on random quantized crops."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     recipe = {"model": config.model, "data": [str(d) for d in config.data], "scales": config.scales}
@@ -274,19 +278,23 @@ def train(config: EntropyConfig, log: Callable[[str], None] = print) -> cm.Conte
     held = [set(n[-config.holdout :]) if len(n) > config.holdout else set() for n in names]
     fitting = [s for folder, h in zip(folders, held, strict=True) for s in folder if s.name not in h]
     held_out = [s for folder, h in zip(folders, held, strict=True) for s in folder if s.name in h]
-    fitted = FloatModel(fitting[0].latents.shape[0], config.groups, config.hidden)
+    fitted = build(fitting[0].latents.shape[0])
     optimizer = torch.optim.Adam(fitted.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.iterations)
     start = time.time()
     for iteration in range(1, config.iterations + 1):
-        q = crops(fitting, config, generator)
-        loss = fitted(q).mean()
+        loss = fitted(crops(fitting, config, generator)).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         schedule.step()
         if iteration % 50 == 0 or iteration == config.iterations:
             log(f"iteration {iteration}: {loss.item():.4f} bits/symbol ({time.time() - start:.0f} s)")
+    return fitted, fitting, held_out
+
+
+def train(config: EntropyConfig, log: Callable[[str], None] = print) -> cm.ContextModel:
+    fitted, fitting, held_out = fit(config, lambda channels: FloatModel(channels, config.groups, config.hidden), log)
     model = quantized(fitted, config)
     for line in report(model, held_out, config.report_steps):
         log(f"logistic tables: {line}")

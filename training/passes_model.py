@@ -14,7 +14,6 @@ coded for real against zstd and the ``context`` method. Seeded.
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,9 +23,10 @@ import torch
 
 from latentcodec.engine.entropy import context_coder, passes_coder, zstd
 from latentcodec.engine.entropy import passes_model as pm
+from latentcodec.engine.entropy.context_model import RADIUS
 from latentcodec.engine.entropy.latent_stage import context_model
-from latentcodec.training.common import add_config_arguments, cached, printer
-from latentcodec.training.entropy_model import EntropyConfig, Sample, _frequencies, crops, encode_folder, symbols
+from latentcodec.training.common import add_config_arguments, printer
+from latentcodec.training.entropy_model import EntropyConfig, Sample, _frequencies, fit, symbols
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def quantized(fitted: FloatPassesModel, config: PassesConfig) -> pm.PassesModel:
 def logistic_tables(config: EntropyConfig) -> np.ndarray:
     """The discretized logistic of each (scale bin, sub-symbol offset) as 24-bit frequencies."""
     step = (config.scale_max - config.scale_min) / config.bins
-    r = np.arange(-pm.RADIUS, pm.RADIUS + 1)
+    r = np.arange(-RADIUS, RADIUS + 1)
     rows = []
     for s in np.exp(config.scale_min + (np.arange(config.bins) + 0.5) * step):
         for m in (np.arange(pm.PHASES) + 0.5) / pm.PHASES:
@@ -165,26 +165,7 @@ def report(model: pm.PassesModel, held_out: list[Sample], steps: tuple[float, ..
 
 
 def train(config: PassesConfig, log: Callable[[str], None] = print) -> pm.PassesModel:
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    recipe = {"model": config.model, "data": [str(d) for d in config.data], "scales": config.scales}
-    folders = cached(config.cache, {**recipe, "limit": config.limit}, lambda: encode_folder(config), Sample)
-    names = [sorted({s.name for s in folder}) for folder in folders]
-    held = [set(n[-config.holdout :]) if len(n) > config.holdout else set() for n in names]
-    fitting = [s for folder, h in zip(folders, held, strict=True) for s in folder if s.name not in h]
-    held_out = [s for folder, h in zip(folders, held, strict=True) for s in folder if s.name in h]
-    fitted = FloatPassesModel(fitting[0].latents.shape[0], config.groups, config.hidden)
-    optimizer = torch.optim.Adam(fitted.parameters(), lr=config.lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.iterations)
-    start = time.time()
-    for iteration in range(1, config.iterations + 1):
-        loss = fitted(crops(fitting, config, generator)).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if iteration % 50 == 0 or iteration == config.iterations:
-            log(f"iteration {iteration}: {loss.item():.4f} bits/symbol ({time.time() - start:.0f} s)")
+    fitted, fitting, held_out = fit(config, lambda c: FloatPassesModel(c, config.groups, config.hidden), log)
     model = refit_tables(quantized(fitted, config), fitting, config)
     save(model, config.output)
     model = pm.load(config.output)  # what the engine reads (masked, checked)

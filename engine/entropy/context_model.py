@@ -41,8 +41,34 @@ EXACT_FLOAT = 1 << 52  # float64 sums of integers below this are exact in any or
 PRECISION = 24  # bits of the probability tables (constriction's default for its stream coders)
 
 
+def categoricals(frequencies: np.ndarray, perfect: bool = False) -> list:
+    """constriction's model of each table row (24-bit integer frequencies as exact dyadic rationals); ``perfect``:
+    its exact quantization, which keeps such tables as they are."""
+    import constriction
+
+    probabilities = frequencies.astype(np.float64) / (1 << PRECISION)
+    return [constriction.stream.model.Categorical(row, perfect=perfect) for row in probabilities]
+
+
+class GroupedTables:
+    """What both context models share: ``channels`` coded in ``groups`` equal channel groups, and ``frequencies``,
+    ``PHASES`` table rows per log-scale bin."""
+
+    frequencies: np.ndarray
+    groups: int
+    channels: int
+
+    @property
+    def bins(self) -> int:
+        return self.frequencies.shape[0] // PHASES
+
+    def group_channels(self, group: int) -> slice:
+        size = self.channels // self.groups
+        return slice(group * size, (group + 1) * size)
+
+
 @dataclass(frozen=True)
-class ContextModel:
+class ContextModel(GroupedTables):
     """Integer parameters of one latent space's context model (``channels`` channels in ``groups`` groups)."""
 
     mean_weights: np.ndarray  # int64 [C, (NEIGHBOURS + 1) * C]: neighbours of every channel, then co-located
@@ -64,10 +90,7 @@ class ContextModel:
     @cached_property
     def categoricals(self) -> list:
         """constriction's model of each table (its probabilities are exact dyadic rationals of the integers)."""
-        import constriction
-
-        probabilities = self.frequencies.astype(np.float64) / (1 << PRECISION)
-        return [constriction.stream.model.Categorical(row, perfect=False) for row in probabilities]
+        return categoricals(self.frequencies)
 
     @cached_property
     def on_symbols(self) -> tuple[np.ndarray, np.ndarray]:
@@ -77,14 +100,6 @@ class ContextModel:
     @property
     def channels(self) -> int:
         return self.mean_bias.shape[0]
-
-    @property
-    def bins(self) -> int:
-        return self.frequencies.shape[0] // PHASES
-
-    def group_channels(self, group: int) -> slice:
-        size = self.channels // self.groups
-        return slice(group * size, (group + 1) * size)
 
     def contexts(
         self, padded: np.ndarray, rows: np.ndarray, cols: np.ndarray, group: int

@@ -14,11 +14,10 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from latentcodec.engine.entropy.context_model import RADIUS, SYMBOL_MAX
 from latentcodec.engine.entropy.passes_model import (
     LOG_TABLE,
     PASSES,
-    RADIUS,
-    SYMBOL_MAX,
     PassesModel,
     centre_columns,
     features,

@@ -29,6 +29,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from latentcodec.engine.entropy.context_model import (  # the tables' layout, shared with the context method
+    ALPHABET,
+    PHASES,
+    PRECISION,
+    SYMBOL_MAX,
+    GroupedTables,
+    categoricals,
+)
+
 PASSES = ((0, 0), (1, 1), (0, 1), (1, 0))  # (row, column) parity of each pass's positions, in coding order
 OFFSETS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))  # the 3x3 neighbourhood, centre at 4
 CENTRE = 4
@@ -36,11 +45,6 @@ LOG_SCALE = 24  # log-magnitude features: round(24 * log1p(|q|)), at most 117 fo
 LOG_TABLE = torch.tensor([round(LOG_SCALE * float(np.log1p(a))) for a in range(128)], dtype=torch.int8)
 OUT_BITS = 10  # fractional bits of the predicted mean and log-scale
 H_BITS = 8  # extra fractional bits of the hidden units' output weights
-PHASES = 4  # sub-symbol mean offsets per table
-RADIUS = 254  # residuals q - centre lie in [-RADIUS, RADIUS]
-ALPHABET = 2 * RADIUS + 1
-SYMBOL_MAX = 127
-PRECISION = 24  # bits of the probability tables
 EXACT_FLOAT = 1 << 52
 
 
@@ -104,7 +108,7 @@ def _int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class PassesModel:
+class PassesModel(GroupedTables):
     """Integer parameters of one latent space's ``passes`` model (``steps = 4 * groups`` networks)."""
 
     hidden_weights: torch.Tensor  # int8 [S, F, K] (F = 2 * 9 * C)
@@ -126,22 +130,11 @@ class PassesModel:
     def steps(self) -> int:
         return self.hidden_weights.shape[0]
 
-    @property
-    def bins(self) -> int:
-        return self.frequencies.shape[0] // PHASES
-
-    def group_channels(self, group: int) -> slice:
-        size = self.channels // self.groups
-        return slice(group * size, (group + 1) * size)
-
     @cached_property
     def categoricals(self) -> list:
-        """constriction's model of each table: the exact dyadic rationals of the integers, quantized by its exact
-        method, which keeps 24-bit tables as they are (so :attr:`code_lengths` is the coder's own rate)."""
-        import constriction
-
-        probabilities = self.frequencies.astype(np.float64) / (1 << PRECISION)
-        return [constriction.stream.model.Categorical(row, perfect=True) for row in probabilities]
+        """constriction's model of each table, by its exact quantization, which keeps 24-bit tables as they are (so
+        :attr:`code_lengths` is the coder's own rate)."""
+        return categoricals(self.frequencies, perfect=True)
 
     @cached_property
     def code_lengths(self) -> torch.Tensor:
