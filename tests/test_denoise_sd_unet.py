@@ -109,3 +109,11 @@ def test_sd_unet_needs_a_matching_latent_space(kodak_crop, codec):
 def test_missing_sd_unet_source_is_a_model_error(tmp_path):
     with pytest.raises(ModelError, match="sd-unet"):
         load_sd_unet(tmp_path / "missing")
+
+
+def test_a_missing_sd_unet_says_how_to_name_its_source(tmp_path):
+    from latentcodec.engine.denoise.sd_unet import load_sd_unet
+    from latentcodec.engine.errors import WeightsNotFoundError
+
+    with pytest.raises(WeightsNotFoundError, match=r"denoiser_source=.*\$LATENTCODEC_SD_UNET"):
+        load_sd_unet(tmp_path / "missing")

@@ -79,7 +79,9 @@ def load_sd_unet(source: str | Path, steps: int = DEFAULT_STEPS, download: bool 
     only files already on this machine are read (no network)."""
     source, local = str(source), not download
     if local:
-        require_local(source, "the sd-unet denoiser")
+        require_local(
+            source, "the sd-unet denoiser", "name its source (Codec(denoiser_source=...), $LATENTCODEC_SD_UNET)"
+        )
     from diffusers import DDIMScheduler, UNet2DConditionModel
 
     try:
