@@ -103,14 +103,15 @@ class Encoder:
     def stream(self, job: EncodeJob, latents: torch.Tensor, plan: EncodePlan, choose: bool = False) -> bytes:
         """The stream of one image's latents ``[1, C, h, w]`` under ``plan``, coded at once (searches): its
         denoiser entry at the plan's fraction, or (``choose``) at the one :meth:`_fractions` picks."""
+        coder, coded, parts = self._coded(latents, plan)
+        fraction = self._fractions(coder, coded, latents, job.rgb[None], plan)[0] if choose else _recorded(plan)
+        return self.pack(job, coder, *parts, 0, plan, fraction)
+
+    def _coded(self, latents: torch.Tensor, plan: EncodePlan) -> tuple[Coder, CodedBatch, tuple[HostCopy, ...]]:
+        """The mode's coder, its coded batch of ``latents`` and that batch's (params, planes, noise) host copies."""
         coder = self.session.coder(plan.options.mode)
         coded = coder.encode(latents, plan.options)
-        if choose:
-            fraction = self._fractions(coder, coded, latents, job.rgb[None], plan)[0]
-        else:
-            fraction = plan.noise_fraction if plan.denoiser_id else None
-        parts = (HostCopy(coded.params), HostCopy(coded.planes), HostCopy(coded.noise))
-        return self.pack(job, coder, *parts, 0, plan, fraction)
+        return coder, coded, (HostCopy(coded.params), HostCopy(coded.planes), HostCopy(coded.noise))
 
     def _fractions(
         self, coder: Coder, coded: CodedBatch, latents: torch.Tensor, images: torch.Tensor, plan: EncodePlan
@@ -118,15 +119,14 @@ class Encoder:
         """Per image, the fraction of its noise level its denoiser entry records (None: no entry). Under
         ``denoiser="auto"`` with ``strength_by="crops"``: decided by decoding a few sampled windows of the image at
         each strength (:func:`search.sampled_strengths`), on the device."""
-        rows = len(latents)
-        if not plan.denoiser_id:
-            return [None] * rows
-        if not (plan.choose_strength and plan.options.strength_by == "crops"):
-            return [plan.noise_fraction] * rows
+        if not (plan.denoiser_id and plan.choose_strength and plan.options.strength_by == "crops"):
+            return [_recorded(plan)] * len(latents)
         shape = tuple(latents.shape[1:])
         params = [bytes(row) for row in coded.params.cpu().numpy()]
-        size = coder.planes_size(params[0], shape)
-        quantized = torch.cat([coder.decode([p], coded.planes[i : i + 1, :size], shape) for i, p in enumerate(params)])
+        sizes = [coder.planes_size(p, shape) for p in params]  # per row: symbol widths may differ within a batch
+        quantized = torch.cat(
+            [coder.decode([p], coded.planes[i : i + 1, : sizes[i]], shape) for i, p in enumerate(params)]
+        )
         session, noise = self.session, coded.noise.to(self.session.device)
         loaded = session.denoiser(plan.denoiser_id)
         denoiser = (plan.denoiser_id, loaded.schedule_key(float(noise[0]), plan.options.mode))
@@ -179,11 +179,9 @@ class Encoder:
     def stream_size(self, job: EncodeJob, latents: torch.Tensor, plan: EncodePlan) -> float:
         """The size in bytes of :meth:`stream`'s stream, without entropy-coding the latents where the method knows
         their rate from its model (to within one 32-bit word: tests measure it)."""
-        coder = self.session.coder(plan.options.mode)
-        coded = coder.encode(latents, plan.options)
-        parts = (HostCopy(coded.params), HostCopy(coded.planes), HostCopy(coded.noise))
-        fraction = plan.noise_fraction if plan.denoiser_id else None  # an entry's bytes, whatever its level
-        unfinished, symbols, method, shape = self._unfinished(job, coder, *parts, 0, plan, fraction)
+        coder, _, parts = self._coded(latents, plan)
+        # the plan's entry stands for the chosen one: same bytes, whatever its level
+        unfinished, symbols, method, shape = self._unfinished(job, coder, *parts, 0, plan, _recorded(plan))
         space, level = self.session.spec.latent_space, plan.options.level
         return len(bitstream.pack(unfinished)) + latent_stage.payload_bits(symbols, method, shape, space, level) / 8
 
@@ -227,6 +225,11 @@ class Encoder:
         )
         alpha = zstd.compress(job.alpha.tobytes(), options.level) if job.alpha is not None else b""
         return Stream(header, mode_params, b"", alpha), symbols, method, latent_shape
+
+
+def _recorded(plan: EncodePlan) -> float | None:
+    """The fraction of the noise level a stream's denoiser entry records when nothing is chosen (None: no entry)."""
+    return plan.noise_fraction if plan.denoiser_id else None
 
 
 def _stack(images: list[torch.Tensor], device: torch.device) -> torch.Tensor:

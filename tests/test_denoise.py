@@ -346,3 +346,17 @@ def test_denoise_gain_bench_reports_both_decodes_and_the_auto_choice(tmp_path, c
     assert rows[0]["psnr_auto"] >= rows[0]["psnr"] - 1e-9
     assert sum(map(int, rows[0]["strengths"].split("/"))) == rows[0]["kept"]
     assert denoise.format_table(rows).count("\n") == 3
+
+
+def test_auto_strength_in_a_batch_of_int8_and_int16_symbols(codec, kodak_crop, monkeypatch):
+    """Rows of one batch may store their symbols at different widths: each is dequantized at its own width before
+    the strength search decodes it."""
+    seen = []
+    choose = search.sampled_strengths
+    monkeypatch.setattr(search, "sampled_strengths", lambda *args: seen.append(args[1].clone()) or choose(*args))
+    flat, step = Image.new("RGB", kodak_crop.size, (128, 128, 128)), 0.02
+    streams = [r.unwrap() for r in codec.encode_batch([flat, kodak_crop], step=step)]
+    assert [bitstream.unpack(s).params[-1] for s in streams] == [1, 2]  # symbol widths: int8, then int16
+    rgb = torch.from_numpy(np.array(kodak_crop)).permute(2, 0, 1)[None].float() / 255
+    expected = torch.round(codec.encode_latents(rgb)[0] / step).clamp(-32767, 32767) * step
+    assert torch.allclose(seen[0][1], expected, atol=1e-5)
