@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("denoiser", "denoiser", "the latent denoiser"),
         ("decoder", "decoder", "taef2-q's decoder"),
         ("entropy", "entropy_model", "the context entropy model"),
-        ("passes", "passes_model", "the passes entropy model (the default entropy method's)"),
+        ("passes", "passes_model", "the passes entropy model"),
         ("upscaler", "upscaler", "taef2-q2's upscaler of downscaled points"),
     )
     for name, network, what in trained:

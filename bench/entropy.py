@@ -1,5 +1,5 @@
 """Bytes and time of the latent entropy stage: one zstd frame (streams of versions 1-3) against the context
-coders (``context``: wavefronts; ``passes``: 16 steps, the default), at the operating points rate control picks.
+coders (``context``: wavefronts; ``passes``: 16 steps), at the operating points rate control picks.
 
 For each image and target bpp, rate control chooses a scale and a step (``target_bpp``, default entropy method);
 the symbols of that point (the image downscaled as the encoder does, latents rounded at the step) are then coded

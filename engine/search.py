@@ -6,8 +6,10 @@ finest step whose stream fits the budget; each try costs a quantization and the 
 coding; zstd streams are compressed), never a network pass; one stream per scale is written.
 The scales' results are decoded and the best PSNR among those within ``TOLERANCE`` of the budget wins.
 Quality: per scale, bisection finds the coarsest step whose decoded PSNR reaches the target (each try decodes);
-the smallest such stream over the scales wins. Strength: each stream is decoded without its denoiser and with it
-at each of ``STRENGTHS`` (fractions of the measured noise level) and the best PSNR is kept. How the constants
+the smallest such stream over the scales wins; the kept stream's denoiser strength is then chosen once.
+Strength: each stream is decoded without its denoiser and with it at each of ``STRENGTHS`` (fractions of the
+measured noise level), sampled windows of it (``strength_by="crops"``) or the whole image (``"pixels"``), and the
+closest to the image is kept. How the constants
 were chosen, and on which images, is in the README.
 """
 
@@ -127,8 +129,7 @@ def to_quality(codings: Iterable[Coding], decoder: Decoder, prepared: PreparedIm
 
         step = coarsest_step_reaching(quality, plan.options.target_psnr)
         if step is not None:
-            reached.append(coding.stream(step))
-            finals.setdefault(reached[-1], lambda coding=coding, step=step: coding.final(step))
+            reached.append(coding.stream(step))  # tried at that step: its final is recorded
     best = min(reached, key=len) if reached else max(tried, key=lambda c: c.score).data
     return finals[best]()
 

@@ -57,12 +57,18 @@ def test_real_latents_cost_fewer_bytes_than_zstd(model, codec, kodak_crop, step)
     assert len(context_coder.encode(symbols, model)) < 0.85 * len(zstd.compress(symbols.tobytes()))
 
 
+@pytest.fixture(scope="module", params=[EntropyMethod.CONTEXT, EntropyMethod.PASSES], ids=lambda m: m.label)
+def method(request):
+    """Both context methods (the hostile-payload tests hold for each): their coder module and model."""
+    return latent_stage.METHODS[request.param], latent_stage.model_for(request.param, "flux2")
+
+
 @settings(max_examples=200, deadline=None)
 @given(payload=st.binary(max_size=600), height=st.integers(1, 6), width=st.integers(1, 6))
-def test_hostile_payloads_decode_or_raise_corrupt_stream(model, payload, height, width):
-    start = time.perf_counter()
+def test_hostile_payloads_decode_or_raise_corrupt_stream(method, payload, height, width):
+    (coder, model), start = method, time.perf_counter()
     try:
-        symbols = context_coder.decode(payload, (32, height, width), model)
+        symbols = coder.decode(payload, (32, height, width), model)
     except CorruptStreamError:
         pass
     else:
@@ -72,15 +78,16 @@ def test_hostile_payloads_decode_or_raise_corrupt_stream(model, payload, height,
 
 @settings(max_examples=100, deadline=None)
 @given(data=st.data())
-def test_mutated_payloads_decode_or_raise_corrupt_stream(model, data):
+def test_mutated_payloads_decode_or_raise_corrupt_stream(method, data):
+    coder, model = method
     symbols = laplace_symbols(data.draw(st.integers(0, 99)), (32, 4, 5), 1.5)
-    payload = bytearray(context_coder.encode(symbols, model))
+    payload = bytearray(coder.encode(symbols, model))
     for _ in range(data.draw(st.integers(1, 4))):
         position = data.draw(st.integers(0, len(payload) - 1))
         payload[position] ^= 1 << data.draw(st.integers(0, 7))
     cut = data.draw(st.integers(0, len(payload)))
     try:
-        decoded = context_coder.decode(bytes(payload[:cut]), symbols.shape, model)
+        decoded = coder.decode(bytes(payload[:cut]), symbols.shape, model)
     except CorruptStreamError:
         return
     assert decoded.shape == symbols.shape

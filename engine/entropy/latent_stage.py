@@ -1,7 +1,7 @@
 """The latent symbols' entropy stage: the registry of entropy methods, which one codes a stream's symbols, and
 running it either way (or only measuring its rate).
 
-Modelled methods (``passes``, the default, and ``context``) code uniform int8 symbols of a latent space that has
+Modelled methods (``context``, the default, and ``passes``) code uniform int8 symbols of a latent space that has
 a shipped, sha256-pinned model for that method; everything else (palette, scalar8, int16 symbols, other latent
 spaces) is one zstd frame.
 """
