@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from latentcodec.bindings.cli import EXIT_OK, UserError, codec_parser, make_codec, progress_bar, run, share_global_flags
+from latentcodec.engine.format import EntropyMethod
 from latentcodec.engine.images import image_files
 
 
@@ -53,14 +54,66 @@ def _size(text: str) -> tuple[int, int]:
 def cmd_throughput(args: argparse.Namespace) -> int:
     import torch
 
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return (_throughput_suite if args.suite else _throughput_paths)(args, device)
+
+
+def _default_entropy() -> str:
+    from latentcodec.engine.options import EncodeOptions
+
+    return EncodeOptions().entropy.label
+
+
+def _throughput_paths(args: argparse.Namespace, device) -> int:
+    """The default path beside the plain one, stage by stage (bench/stages.py)."""
+    from latentcodec.bench import stages
+
+    suite_only = {"--plot": args.plot, "--denoiser": args.denoiser, "--baseline-images": args.baseline_images}
+    if given := [flag for flag, value in suite_only.items() if value is not None]:
+        raise UserError(f"{', '.join(given)} needs --suite")
+    models = args.models.split(",") if args.models else [args.model]
+    sizes, batches, calls = args.sizes or [(512, 512)], args.batches or [8], args.calls or 1
+    try:
+        stages.path_options(args.entropy or _default_entropy(), args.scale, args.step)
+        folder = [stages.folder_images(args.images, max(batches) * calls, s) for s in sizes] if args.images else None
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    reports = []
+    with progress_bar(None, "throughput", unit="step") as bar:
+        for model in models:
+            for n, size in enumerate(sizes):
+                for batch in batches:
+                    reports.append(
+                        stages.run_paths(
+                            model, size, batch, device, calls=calls, entropy=args.entropy or _default_entropy(),
+                            scale=args.scale, step=args.step, compile=args.compile,
+                            images=folder[n][: batch * calls] if folder else None,
+                            progress=lambda message: (bar.set_postfix_str(message), bar.update()),
+                        )
+                    )  # fmt: skip
+    print("\n\n".join(stages.format_report(report) for report in reports))
+    if args.json:
+        Path(args.json).write_text(json.dumps([report.as_dict() for report in reports], indent=2))
+    return EXIT_OK
+
+
+def _throughput_suite(args: argparse.Namespace, device) -> int:
+    """The engine against the naive pipeline and the FLOP floor (bench/throughput.py)."""
     from latentcodec.bench import throughput
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    models = [throughput.register_sd_vae_architecture() if m == "sd-vae" else m for m in args.models.split(",")]
+    if given := [flag for flag, value in (("--images", args.images), ("--step", args.step)) if value is not None]:
+        raise UserError(f"{', '.join(given)} times the default and plain paths: drop --suite")
+    if args.scale != 1:
+        raise UserError("--scale times the default and plain paths: drop --suite")
+    models = (args.models or "taef2,sd-vae").split(",")
+    models = [throughput.register_sd_vae_architecture() if m == "sd-vae" else m for m in models]
+    options = {**throughput.DEFAULT_OPTIONS, "denoiser": args.denoiser}
+    if args.entropy:
+        options["entropy"] = args.entropy
     with progress_bar(None, "throughput", unit="step") as bar:
         suite = throughput.run_suite(
-            models, args.sizes, args.batches, device, calls=args.calls, baseline_images=args.baseline_images,
-            compile=args.compile, options={**throughput.DEFAULT_OPTIONS, "denoiser": args.denoiser},
+            models, args.sizes or [(512, 512), (768, 512)], args.batches or [1, 8, 32], device,
+            calls=args.calls or 8, baseline_images=args.baseline_images or 8, compile=args.compile, options=options,
             progress=lambda message: (bar.set_postfix_str(message), bar.update()),
         )  # fmt: skip
     print(throughput.format_table(suite))
@@ -214,7 +267,8 @@ def cmd_soak(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from latentcodec.bench import soak
-    from latentcodec.bindings.http_service import CodecServer, ServiceLimits
+    from latentcodec.bindings.http_limits import ServiceLimits
+    from latentcodec.bindings.http_server import CodecServer
 
     if args.image:
         image = Image.open(args.image).convert("RGB")
@@ -357,16 +411,35 @@ def build_parser() -> argparse.ArgumentParser:
     rdp.add_argument("--plot", help="write RD curves (PNG) here")
     rdp.set_defaults(run=cmd_rd)
 
-    thr = sub.add_parser("throughput", help="images/s and latency of the engine against the naive pipeline")
-    thr.add_argument("--models", default="taef2,sd-vae", help="comma-separated; sd-vae = its architecture, random")
-    thr.add_argument("--sizes", nargs="+", type=_size, default=[(512, 512), (768, 512)], metavar="WxH")
-    thr.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
-    thr.add_argument("--calls", type=int, default=8, help="timed batches per engine setting")
-    thr.add_argument("--baseline-images", type=int, default=8, help="timed images per baseline setting")
+    thr = sub.add_parser(
+        "throughput",
+        help="the default path beside the plain one, stage by stage (host CPU ms per image); --suite: the engine "
+        "against the naive pipeline",
+    )
+    thr.add_argument("--suite", action="store_true", help="images/s and latency of the engine against the naive "
+                     "pipeline and the FLOP floor, instead of the default and plain paths")  # fmt: skip
+    thr.add_argument("--models", help="comma-separated (default: --model; with --suite taef2,sd-vae, sd-vae = its "
+                     "architecture, random)")  # fmt: skip
+    thr.add_argument(
+        "--sizes", nargs="+", type=_size, metavar="WxH", help="(default 512x512; --suite: 512x512 768x512)"
+    )
+    thr.add_argument("--batches", nargs="+", type=int, help="(default 8; --suite: 1 8 32)")
+    thr.add_argument(
+        "--calls", type=int, help="timed batches per path (default 1), per engine setting with --suite (8)"
+    )
+    thr.add_argument(
+        "--entropy",
+        choices=[m.label for m in EntropyMethod],
+        help="the default path's entropy coder (default: the codec's); --suite: the engine's (zstd)",
+    )
+    thr.add_argument("--scale", type=float, default=1.0, help="both paths encode at this scale (below 1: upscaler)")
+    thr.add_argument("--step", type=float, help="both paths' uniform step (default: the codec's)")
+    thr.add_argument("--images", help="a folder of photos, cropped and resized to each size (default: synthetic)")
     thr.add_argument("--compile", action="store_true", help="run the engine's passes through torch.compile")
-    thr.add_argument("--denoiser", help="streams name this denoiser, so decode runs it (auto: encode checks it)")
+    thr.add_argument("--baseline-images", type=int, help="--suite: timed images per baseline setting (default 8)")
+    thr.add_argument("--denoiser", help="--suite: streams name this denoiser, so decode runs it")
     thr.add_argument("--json", help="write every measurement here")
-    thr.add_argument("--plot", help="write a PNG of images/s against batch size here")
+    thr.add_argument("--plot", help="--suite: write a PNG of images/s against batch size here")
     thr.set_defaults(run=cmd_throughput)
 
     gains = (

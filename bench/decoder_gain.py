@@ -4,7 +4,7 @@ Both models share TAEF2's encoder, so each image is encoded once per operating p
 by both: TAEF2's decoder with bicubic resizing, and taef2-q2 (taef2-q's trained decoder above its noise-level
 threshold, its learned upscaler for downscaled points). The two streams differ only in their header (taef2-q2's
 names a longer model and records the noise level): equal bpp to within five bytes. Each point's rate is reported
-with both entropy stages (the context coder, the default, and zstd), which code the same symbols.
+with both entropy stages (the context coder and zstd), which code the same symbols.
 """
 
 from __future__ import annotations

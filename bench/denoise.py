@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from latentcodec.bench.metrics import bits_per_pixel, ms_ssim, psnr
-from latentcodec.engine import search, stream_edits
+from latentcodec.engine import stream_edits, strength_search
 from latentcodec.engine.codec import Codec
 
 # where the denoiser is measured (this bench, the training's validation): (label, encode options), three per
@@ -84,12 +84,12 @@ def run(
         for label, options in points:
             data = codec.encode(reference, denoiser=denoiser, denoiser_strength=1.0, **options)  # measured level
             level = float(info(data).noise_level or 0)
-            variants = search.strength_variants(data)
+            variants = strength_search.strength_variants(data)
             named = stream_edits.with_noise_level(data, default_strength * level)  # as a stream naming it records
             if not records:  # first use loads the networks: not part of the timings
                 _decode(codec, variants[0]), _decode(codec, data)
             decodes = [_decode(codec, variant) for variant in variants]
-            best = search.best_variant(reference_rgb, [rgb for rgb, _, _ in decodes])
+            best = strength_search.best_variant(reference_rgb, [rgb for rgb, _, _ in decodes])
             (_, plain, plain_s), (_, chosen, _) = decodes[0], decodes[best]
             _, cleaned, cleaned_s = _decode(codec, named)
             records.append(
@@ -104,7 +104,7 @@ def run(
                     ms_ssim=ms_ssim(reference, plain),
                     ms_ssim_denoised=ms_ssim(reference, cleaned),
                     ms_ssim_auto=ms_ssim(reference, chosen),
-                    strength=(0.0, *search.STRENGTHS)[best],
+                    strength=(0.0, *strength_search.STRENGTHS)[best],
                     decode_s=plain_s,
                     decode_denoised_s=cleaned_s,
                 )
@@ -136,7 +136,7 @@ def summarize(records: Sequence[DenoiseRecord]) -> list[dict[str, float | str]]:
                 "psnr_auto": mean("psnr_auto"),
                 "ms_ssim_auto": mean("ms_ssim_auto"),
                 "kept": sum(r.kept for r in group),
-                "strengths": "/".join(str(sum(r.strength == s for r in group)) for s in search.STRENGTHS),
+                "strengths": "/".join(str(sum(r.strength == s for r in group)) for s in strength_search.STRENGTHS),
                 "decode_ms": 1000 * mean("decode_s"),
                 "denoiser_ms": 1000 * (mean("decode_denoised_s") - mean("decode_s")),
             }

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from latentcodec.bindings.http_service import CodecServer
+from latentcodec.bindings.http_server import CodecServer
 
 
 def _rss_mb() -> float:

@@ -24,8 +24,8 @@ from latentcodec.engine.models import get_spec, load_model, register
 from latentcodec.engine.models.loaders import wrap_diffusers
 
 SD_VAE_ARCH = "sd-vae-arch"
-# what the suite encodes with: the VAE passes alone unless a denoiser is asked for
-DEFAULT_OPTIONS = {"mode": "uniform", "step": 0.5, "level": 3, "denoiser": None}
+# what the suite encodes with: the VAE passes and zstd (the plain path) unless a denoiser or coder is asked for
+DEFAULT_OPTIONS = {"mode": "uniform", "step": 0.5, "level": 3, "denoiser": None, "entropy": "zstd"}
 
 # Stable Diffusion 1.x VAE (the diffusers AutoencoderKL config of sd-vae-ft-mse); weights are random here
 SD_VAE_CONFIG = {

@@ -38,7 +38,7 @@ from latentcodec.engine.format import DEFAULT_MODEL
 from latentcodec.engine.info import StreamInfo, info
 
 if TYPE_CHECKING:  # type hints only: each command imports what it runs (torch only where a model loads)
-    from latentcodec.bindings.http_service import ServiceLimits
+    from latentcodec.bindings.http_limits import ServiceLimits
     from latentcodec.engine.codec import Codec
     from latentcodec.engine.options import EncodeOptions
 
@@ -328,7 +328,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from latentcodec.bindings.http_service import CodecServer
+    from latentcodec.bindings.http_server import CodecServer
 
     limits, address = _service_limits(args), (args.host, args.port)
     _check_address(address)
@@ -339,7 +339,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise _cannot_listen(address, exc) from None
     host, port = server.server_address[:2]
-    print(f"latentcodec: serving {args.model} on http://{host}:{port} (POST /encode, POST /decode, GET /health)")
+    routes = "POST /encode, POST /decode, GET /health, GET /metrics, GET /openapi.json"
+    print(f"latentcodec: serving {args.model} on http://{host}:{port} ({routes})", flush=True)
     try:
         server.serve_forever()
     finally:
@@ -348,7 +349,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _service_limits(args: argparse.Namespace) -> ServiceLimits:
-    from latentcodec.bindings.http_service import TOKEN_ENV, ServiceLimits
+    from latentcodec.bindings.http_limits import TOKEN_ENV, ServiceLimits
 
     return ServiceLimits(
         max_body=args.max_body,
@@ -377,7 +378,7 @@ def _cannot_listen(address: tuple[str, int], exc: OSError) -> CommandFailed:
 
 
 def _service_defaults() -> ServiceLimits:
-    from latentcodec.bindings.http_service import ServiceLimits
+    from latentcodec.bindings.http_limits import ServiceLimits
 
     return ServiceLimits()
 
@@ -438,18 +439,18 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--json", action="store_true", help="one JSON object per stream")
     inf.set_defaults(run=cmd_info)
 
-    srv = sub.add_parser("serve", help="HTTP service: POST /encode, POST /decode, GET /health")
+    srv = sub.add_parser("serve", help="HTTP service (uvicorn): POST /encode, POST /decode, GET /health, /metrics")
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8080)
     srv.add_argument("--max-latency-ms", type=float, default=5.0, help="how long a request waits for a batch")
     defaults = _service_defaults()
     srv.add_argument("--max-body", type=int, default=defaults.max_body, help="bytes of a request body")
-    srv.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="pixels of a stream to decode")
+    srv.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="pixels of an image or a stream")
     srv.add_argument("--max-effort", type=int, default=defaults.max_effort, help="refinement steps an encode may ask")
     srv.add_argument("--allow-target-psnr", action="store_true", help="allow target_psnr searches (costly)")
     srv.add_argument("--max-connections", type=int, default=defaults.max_connections, help="open connections")
     srv.add_argument("--max-pending", type=int, default=defaults.max_pending, help="queued requests before 503")
-    srv.add_argument("--timeout", type=float, default=defaults.timeout_s, help="seconds a socket may stay idle")
+    srv.add_argument("--timeout", type=float, default=defaults.timeout_s, help="seconds a socket may stay silent")
     srv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $LATENTCODEC_TOKEN)")
     srv.set_defaults(run=cmd_serve)
     from latentcodec.bindings.dataset_cli import add_dataset_parser

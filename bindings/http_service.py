@@ -1,73 +1,59 @@
-"""HTTP service: other front ends encode and decode through one batched codec.
+"""HTTP service: other front ends encode and decode through one batched codec (a Starlette app; uvicorn runs it,
+:mod:`latentcodec.bindings.http_server`).
 
-``latentcodec serve --port 8080`` answers:
-
-- ``POST /encode?mode=uniform&quality=50`` (any :class:`EncodeOptions` field as a query parameter, within the
-  operator's limits), body an image file: 200 with the stream (``image/x-latentcodec``).
-- ``POST /decode`` (``?denoise=0`` skips the denoiser the stream names), body a stream: 200 with a PNG.
+- ``POST /encode?mode=uniform&quality=50`` (any :class:`EncodeOptions` field as a query parameter or form field,
+  within the operator's limits), body an image file, raw or the one file part of a ``multipart/form-data``
+  form: 200 with the stream (``image/x-latentcodec``).
+- ``POST /decode`` (``?denoise=0`` skips the denoiser the stream names), body a stream, raw or in a form: 200
+  with a PNG.
 - ``GET /health``: 200 with JSON (model, device, batching), 503 when the worker has stopped.
+- ``GET /metrics``: Prometheus metrics (:mod:`~latentcodec.bindings.http_metrics`); ``GET /openapi.json``.
 
 Errors are JSON ``{"error": ..., "type": ...}``: 400 for bad input, options or framing, 401 without the
-operator's token, 404, 411 without a length, 413 past the body or pixel limits, 500 for engine failures, 503
-when the queue or the connection slots are full. Every stranger is assumed hostile: bodies, pixels, costly
-options, connections, waiting requests and idle sockets are all bounded (:class:`ServiceLimits`). The service
-speaks plain HTTP: put it behind a TLS-terminating proxy when it leaves the machine.
+operator's token, 404, 408 for a stalled body, 411 without a length, 413 past the body or pixel limits, 500 for
+engine failures, 503 when the queue is full. Every request goes through the :class:`RequestQueue`'s async API,
+so connections share device batches without a thread each; what a stranger may cost is
+:mod:`~latentcodec.bindings.http_limits`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import hmac
+import functools
 import io
-import json
-import re
-import threading
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import fields
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from latentcodec.bindings.http_limits import Refusal, SendTimeout, ServiceLimits, read_upload
+from latentcodec.bindings.http_metrics import Metrics, Observed
+from latentcodec.bindings.http_openapi import openapi
 from latentcodec.bindings.pillow_plugin import MIME
 from latentcodec.engine.errors import BusyError, EngineError, LatentCodecError, LimitError
 from latentcodec.engine.options import EncodeOptions, parse_bool
 
-if TYPE_CHECKING:  # the CLI reads ServiceLimits' defaults for its help without importing torch
+if TYPE_CHECKING:
     from latentcodec.engine.codec import Codec
 
-MAX_BODY = 64 << 20
-DRAIN_FACTOR = 4  # bodies up to this many times the limit are read and dropped before the 413
-TOKEN_ENV = "LATENTCODEC_TOKEN"
-_LENGTH = re.compile(r"[0-9]{1,15}")
+ROUTES = ("/encode", "/decode", "/health", "/metrics", "/openapi.json")
+Handler = Callable[["Service", Request], Awaitable[Response]]
 
 
-@dataclass(frozen=True)
-class ServiceLimits:
-    """What one request, and all of them together, may cost. ``token``: callers must send
-    ``Authorization: Bearer <token>`` (compared in constant time); None serves everyone."""
-
-    max_body: int = MAX_BODY
-    max_pixels: int = 2048 * 2048  # of a stream to decode, from its header
-    max_effort: int = 0  # refinement steps an encode may ask for
-    allow_target_psnr: bool = False  # its search decodes up to about 40 times
-    max_connections: int = 64
-    max_pending: int = 256  # requests waiting in or running through the queue
-    timeout_s: float = 30.0  # a socket idle this long (a stalled upload, a silent client) is closed
-    token: str | None = None
-
-    def check(self, options: EncodeOptions) -> EncodeOptions:
-        """``options`` if the operator allows their cost, else ValueError."""
-        if options.effort > self.max_effort:
-            raise ValueError(f"effort {options.effort} is over this service's limit of {self.max_effort}")
-        if options.target_psnr is not None and not self.allow_target_psnr:
-            raise ValueError("target_psnr searches are disabled on this service (use target_bpp)")
-        return options
-
-
-def parse_decode_options(query: str) -> bool:
+def parse_decode_options(pairs: list[tuple[str, str]]) -> bool:
     """Whether to run the stream's denoiser: ``denoise=0`` (or false, no) skips it."""
     denoise = True
-    for name, text in parse_qsl(query, keep_blank_values=True):
+    for name, text in pairs:
         try:
             if name != "denoise":
                 raise ValueError
@@ -88,151 +74,113 @@ def status_of(exc: Exception) -> HTTPStatus:
         return HTTPStatus.SERVICE_UNAVAILABLE
     if isinstance(exc, LimitError):
         return HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-    if isinstance(exc, (ValueError, LatentCodecError)) and not isinstance(exc, EngineError):
+    if isinstance(exc, (ValueError, LatentCodecError, ClientDisconnect)) and not isinstance(exc, EngineError):
         return HTTPStatus.BAD_REQUEST
     return HTTPStatus.INTERNAL_SERVER_ERROR
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: CodecServer
-    protocol_version = "HTTP/1.1"
+def _answered(handler: Handler) -> Handler:
+    """``handler`` with every failure answered as JSON (and counted)."""
 
-    def setup(self) -> None:
-        self.timeout = self.server.limits.timeout_s  # socket timeout for every read and write
-        super().setup()
-
-    def do_GET(self) -> None:
-        if urlsplit(self.path).path != "/health":
-            return self._error(HTTPStatus.NOT_FOUND, LookupError(f"no such resource {self.path}"))
-        queue = self.server.queue
-        codec = queue.codec
-        body = {"model": codec.model_id, "device": str(codec.device), "max_batch": queue.max_batch}
-        status = HTTPStatus.OK if queue.alive else HTTPStatus.SERVICE_UNAVAILABLE
-        self._send(
-            status, json.dumps({**body, "worker": "running" if queue.alive else "stopped"}).encode(), "application/json"
-        )
-
-    def do_POST(self) -> None:
-        url = urlsplit(self.path)
-        if url.path not in ("/encode", "/decode"):
-            return self._error(HTTPStatus.NOT_FOUND, LookupError(f"no such resource {url.path}"))
-        if not self._authorised():
-            return self._error(HTTPStatus.UNAUTHORIZED, PermissionError("a valid bearer token is required"))
-        body = self._body()
-        if body is None:
-            return
-        limits, queue = self.server.limits, self.server.queue
+    @functools.wraps(handler)
+    async def answer(service: Service, request: Request) -> Response:
         try:
-            if url.path == "/encode":
-                options = limits.check(parse_options(url.query))
-                data = queue.encode(body, options=options).result()
-                return self._send(HTTPStatus.OK, data, MIME)
-            image = queue.decode(body, denoise=parse_decode_options(url.query), max_pixels=limits.max_pixels).result()
+            return await handler(service, request)
+        except Refusal as refusal:
+            return service.error(request, refusal.status, refusal.error, close=refusal.close)
         except Exception as exc:  # every failure gets an answer
-            return self._error(status_of(exc), exc)
-        png = io.BytesIO()
-        image.save(png, format="PNG")
-        self._send(HTTPStatus.OK, png.getvalue(), "image/png")
+            return service.error(request, status_of(exc), exc)
 
-    def _authorised(self) -> bool:
-        token = self.server.limits.token
-        if token is None:
-            return True
-        sent = self.headers.get("Authorization", "")
-        return hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
-
-    def _body(self) -> bytes | None:
-        """The request body, or None once an error has been answered (ambiguous framing, no length, too big)."""
-        lengths = self.headers.get_all("Content-Length") or []
-        if self.headers.get("Transfer-Encoding") is not None or len(lengths) > 1:
-            self.close_connection = True  # the next request's boundary cannot be trusted
-            self._error(
-                HTTPStatus.BAD_REQUEST, ValueError("ambiguous framing: one Content-Length, no Transfer-Encoding")
-            )
-            return None
-        if not lengths or not _LENGTH.fullmatch(lengths[0].strip()):
-            self.close_connection = True
-            self._error(HTTPStatus.LENGTH_REQUIRED, ValueError("a Content-Length of ASCII digits is required"))
-            return None
-        length, limit = int(lengths[0]), self.server.limits.max_body
-        if length > limit:
-            self.close_connection = True
-            if length <= DRAIN_FACTOR * limit:
-                self._discard(length)  # a client still sending would otherwise see a reset, not the 413
-            self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, ValueError(f"body over {limit} bytes"))
-            return None
-        return self.rfile.read(length)
-
-    def _discard(self, length: int) -> None:
-        while length > 0:
-            chunk = self.rfile.read(min(length, 1 << 16))
-            if not chunk:
-                return
-            length -= len(chunk)
-
-    def _error(self, status: HTTPStatus, exc: Exception) -> None:
-        body = json.dumps({"error": str(exc), "type": type(exc).__name__}).encode()
-        self._send(status, body, "application/json")
-
-    def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        if status == HTTPStatus.UNAUTHORIZED:
-            self.send_header("WWW-Authenticate", "Bearer")
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args) -> None:  # quiet: services log through their own stack
-        pass
+    return answer
 
 
-class CodecServer(ThreadingHTTPServer):
-    """A threading HTTP server whose handlers share one batching queue over ``codec``, within ``limits``.
-    Past ``limits.max_connections`` open connections, a new one is answered 503 and closed."""
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
-    daemon_threads = True
 
-    def __init__(
-        self,
-        address: tuple[str, int],
-        codec: Codec,
-        *,
-        max_latency_ms: float = 5.0,
-        max_body: int | None = None,
-        limits: ServiceLimits | None = None,
-    ) -> None:
-        limits = limits or ServiceLimits()
-        self.limits = limits if max_body is None else ServiceLimits(**{**vars(limits), "max_body": max_body})
+class Service:
+    """The routes of one service: requests in, through ``limits``, to ``queue``."""
+
+    def __init__(self, codec: Codec, limits: ServiceLimits, max_latency_ms: float) -> None:
         from latentcodec.engine.queue import RequestQueue
 
-        self.queue = None  # a server that cannot bind closes itself before it has a queue
-        super().__init__(address, _Handler)
-        self.queue = RequestQueue(codec, max_latency_ms=max_latency_ms, max_pending=self.limits.max_pending)
-        self._connections = threading.BoundedSemaphore(self.limits.max_connections)
+        self.limits, self.metrics = limits, Metrics(ROUTES)
+        self.queue = RequestQueue(
+            codec, max_latency_ms=max_latency_ms, max_pending=limits.max_pending, on_batch=self.metrics.batch
+        )
+        self.metrics.watch(self.queue)
+        self.schema = openapi(limits)
 
-    def process_request(self, request, client_address) -> None:
-        if not self._connections.acquire(blocking=False):
-            with contextlib.suppress(OSError):
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
+    def error(self, request: Request, status: int, exc: Exception, *, close: bool = False) -> Response:
+        self.metrics.error(request.url.path, exc)
+        headers = {"WWW-Authenticate": "Bearer"} if status == HTTPStatus.UNAUTHORIZED else {}
+        if close:
+            headers["Connection"] = "close"
+        return JSONResponse({"error": str(exc), "type": type(exc).__name__}, status, headers=headers)
 
-    def process_request_thread(self, request, client_address) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._connections.release()
+    def _check_token(self, request: Request) -> None:
+        if not self.limits.authorised(request):
+            raise Refusal(HTTPStatus.UNAUTHORIZED, PermissionError("a valid bearer token is required"), close=False)
 
-    def serve_in_background(self) -> threading.Thread:
-        thread = threading.Thread(target=self.serve_forever, name="latentcodec-http", daemon=True)
-        thread.start()
-        return thread
+    @_answered
+    async def encode(self, request: Request) -> Response:
+        self._check_token(request)
+        data, form = await read_upload(request, self.limits, max_fields=len(fields(EncodeOptions)))
+        options = self.limits.check(EncodeOptions.parse([*parse_qsl(request.url.query, keep_blank_values=True), *form]))
+        self.limits.check_image(data)
+        return Response(await self.queue.encode_async(data, options=options), media_type=MIME)
 
-    def server_close(self) -> None:
-        super().server_close()
-        if self.queue is not None:
-            self.queue.close()
+    @_answered
+    async def decode(self, request: Request) -> Response:
+        self._check_token(request)
+        data, form = await read_upload(request, self.limits, max_fields=1)
+        denoise = parse_decode_options([*parse_qsl(request.url.query, keep_blank_values=True), *form])
+        image = await self.queue.decode_async(data, denoise=denoise, max_pixels=self.limits.max_pixels)
+        return Response(await asyncio.to_thread(_png, image), media_type="image/png")
+
+    async def health(self, _request: Request) -> Response:
+        queue, codec = self.queue, self.queue.codec
+        body = {"model": codec.model_id, "device": str(codec.device), "max_batch": queue.max_batch}
+        status = HTTPStatus.OK if queue.alive else HTTPStatus.SERVICE_UNAVAILABLE
+        return JSONResponse({**body, "worker": "running" if queue.alive else "stopped"}, status)
+
+    async def metrics_text(self, _request: Request) -> Response:
+        return Response(self.metrics.render(), media_type=self.metrics.content_type)
+
+    async def openapi(self, _request: Request) -> Response:
+        return JSONResponse(self.schema)
+
+    async def not_found(self, request: Request, exc: Exception) -> Response:
+        """Starlette's 404 and 405, as JSON."""
+        status = exc.status_code if isinstance(exc, HTTPException) else HTTPStatus.NOT_FOUND
+        detail = exc.detail if isinstance(exc, HTTPException) else ""
+        message = f"no such resource {request.url.path}" if status == HTTPStatus.NOT_FOUND else detail
+        return self.error(request, status, LookupError(message))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        await asyncio.to_thread(self.queue.codec.encoder.plan, EncodeOptions())  # the default denoiser, loaded
+        yield
+        await asyncio.to_thread(self.queue.close)  # uvicorn has let every accepted request finish
+
+
+def create_app(codec: Codec, limits: ServiceLimits | None = None, *, max_latency_ms: float = 5.0) -> Starlette:
+    """The service's ASGI app over ``codec``; ``app.state.service`` holds its queue, limits and metrics."""
+    service = Service(codec, limits or ServiceLimits(), max_latency_ms)
+    routes = [
+        Route("/encode", service.encode, methods=["POST"]),
+        Route("/decode", service.decode, methods=["POST"]),
+        Route("/health", service.health, methods=["GET"]),
+        Route("/metrics", service.metrics_text, methods=["GET"]),
+        Route("/openapi.json", service.openapi, methods=["GET"]),
+    ]
+    middleware = [
+        Middleware(Observed, metrics=service.metrics),
+        Middleware(SendTimeout, timeout_s=service.limits.timeout_s),
+    ]
+    handlers = {HTTPException: service.not_found}
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers, lifespan=service.lifespan)
+    app.state.service = service
+    return app

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from latentcodec.engine import bitstream
+from latentcodec.engine.bands import finish_bands, streamed
 from latentcodec.engine.batching import batches_by_key
 from latentcodec.engine.bitstream import Header
 from latentcodec.engine.coders import Layout, planes_tensor
@@ -24,6 +25,7 @@ from latentcodec.engine.pipeline import BatchPipeline, Outcomes
 from latentcodec.engine.results import Result
 from latentcodec.engine.runner import HostCopy
 from latentcodec.engine.session import ModelSession
+from latentcodec.engine.stage_timer import staged
 
 
 @dataclass
@@ -68,18 +70,26 @@ class Decoder:
         session = self.session
         jobs = self.pipeline.on_host(lambda data: self._job(data, denoise, max_pixels), streams, outcomes)
 
-        def on_device(members: list[int]) -> list[Result[Future]]:
+        def latents_of(members: list[int]) -> torch.Tensor:
             job = jobs[members[0]]
             shape = (session.spec.latent_channels, *job.header.latent_size(session.spec.downsample))
             planes = planes_tensor([jobs[i].planes for i in members], session.device)
             params = [jobs[i].params for i in members]
             coder = session.coder(job.header.mode)
-            latents = coder.decode(params, planes, shape, Layout(session.dtype, session.memory_format))
+            return coder.decode(params, planes, shape, Layout(session.dtype, session.memory_format))
+
+        def on_device(members: list[int]) -> list[Result[Future]]:
+            job = jobs[members[0]]
             if job.denoiser is None:
                 levels = [jobs[i].header.noise_level or 0.0 for i in members]
             else:
                 levels = [jobs[i].header.denoiser.noise_level for i in members]  # type: ignore[union-attr]
-            decoded = session.decode(latents, torch.tensor(levels, dtype=session.dtype), job.denoiser)
+            sigma = torch.tensor(levels, dtype=session.dtype)
+            if streamed(job.header):  # alone in its batch (see key); the latents go to the bands alone
+                across, bands = session.decode_bands(latents_of(members), sigma, job.denoiser)
+                image = finish_bands(session, bands, across, job.header, job.alpha, to_pil)
+                return [Result(_done(image if to_pil else DecodedImage(image, job.alpha, job.header.kind)))]
+            decoded = session.decode(latents_of(members), sigma, job.denoiser)
             # float32 made on the device: conversions in the host threads would oversubscribe the CPU's intra-op
             # threads (README, "The engine")
             images = [_resized(session, decoded, row, jobs[i].header) for row, i in enumerate(members)]
@@ -90,7 +100,8 @@ class Decoder:
             h, denoiser = jobs[i].header, jobs[i].denoiser
             level = None if denoiser else torch.tensor([h.noise_level or 0.0])
             branch = session.model.branches(level)[0][0]  # the decoder a switched model runs
-            return h.mode, h.latent_size(session.spec.downsample), len(jobs[i].planes), denoiser, branch
+            alone = i if streamed(h) else None
+            return h.mode, h.latent_size(session.spec.downsample), len(jobs[i].planes), denoiser, branch, alone
 
         self.pipeline.run(batches_by_key(jobs, key, self.pipeline.batch_size), on_device, outcomes)
 
@@ -100,6 +111,7 @@ class Decoder:
         self.decode(streams, outcomes, to_pil=False, denoise=denoise)
         return [r.unwrap().rgb for r in outcomes.results()]
 
+    @staged("parse")
     def _job(self, data: StreamInput, denoise: bool, max_pixels: int | None) -> _DecodeJob:
         stream = bitstream.unpack(read_stream(data))
         header = stream.header
@@ -150,6 +162,13 @@ def _resized(session: ModelSession, decoded: torch.Tensor, row: int, h: Header) 
     return HostCopy(rgb[0].float())
 
 
+def _done(value: object) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
+@staged("conversion")
 def _finish(job: _DecodeJob, image: HostCopy, to_pil: bool) -> DecodedImage | Image.Image:
     rgb = image.get()
     if to_pil:  # from the cropped view: no full-size copy

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from latentcodec.engine import bitstream, latent_refinement, search
+from latentcodec.engine import bitstream, latent_refinement, search, strength_search
 from latentcodec.engine.batching import batches_by_key
 from latentcodec.engine.bitstream import DenoiserRef, Header, Stream
 from latentcodec.engine.coders import Coder
@@ -27,6 +27,7 @@ from latentcodec.engine.plan import EncodePlan, plan_encode
 from latentcodec.engine.results import Result
 from latentcodec.engine.runner import HostCopy
 from latentcodec.engine.session import ModelSession, to_unit
+from latentcodec.engine.stage_timer import staged
 
 
 @dataclass
@@ -65,11 +66,13 @@ class Encoder:
         else:
             target = search.to_rate if plan.options.search == "rate" else search.to_quality
             for index, prepared in ready.items():
-                codings = (self._coding(prepared, plan, scale) for scale in search.SCALES)
-                run = lambda _members, c=codings, p=prepared: [Result(target(c, self.decoder, p, plan))]  # noqa: E731
+                coding_at = functools.partial(self._coding, prepared, plan)
+                run = lambda _members, c=coding_at, p=prepared: [Result(target(c, self.decoder, p, plan))]  # noqa: E731
                 outcomes.settle(index, isolated([index], run)[index])
         if plan.choose_strength and plan.options.strength_by == "pixels":
-            search.choose_strengths(self.decoder, ready, outcomes, self.pipeline.batch_size, plan.options.metric)
+            strength_search.choose_strengths(
+                self.decoder, ready, outcomes, self.pipeline.batch_size, plan.options.metric
+            )
 
     def _encode_batches(self, jobs: dict[int, EncodeJob], plan: EncodePlan, outcomes: Outcomes[bytes]) -> None:
         coder = self.session.coder(plan.options.mode)
@@ -113,12 +116,13 @@ class Encoder:
         coded = coder.encode(latents, plan.options)
         return coder, coded, (HostCopy(coded.params), HostCopy(coded.planes), HostCopy(coded.noise))
 
+    @staged("strength search", device=True, scope=True)
     def _fractions(
         self, coder: Coder, coded: CodedBatch, latents: torch.Tensor, images: torch.Tensor, plan: EncodePlan
     ) -> list:
         """Per image, the fraction of its noise level its denoiser entry records (None: no entry). Under
         ``denoiser="auto"`` with ``strength_by="crops"``: decided by decoding a few sampled windows of the image at
-        each strength (:func:`search.sampled_strengths`), on the device."""
+        each strength (:func:`strength_search.sampled_strengths`), on the device."""
         if not (plan.denoiser_id and plan.choose_strength and plan.options.strength_by == "crops"):
             return [_recorded(plan)] * len(latents)
         shape = tuple(latents.shape[1:])
@@ -132,14 +136,14 @@ class Encoder:
         denoiser = (plan.denoiser_id, loaded.schedule_key(float(noise[0]), plan.options.mode))
         recorded = noise if session.spec.conditioned else torch.zeros_like(noise)  # what a stream without one says
 
-        def decode(window: torch.Tensor, strength: float | None) -> torch.Tensor:
-            window = window.to(session.dtype).contiguous(memory_format=session.memory_format)
-            if strength is None:
-                return session.decode(window, recorded.to(session.dtype))
-            return session.decode(window, (strength * noise).to(session.dtype), denoiser)
+        def decode(windows: torch.Tensor, owners: torch.Tensor, fractions: torch.Tensor | None) -> torch.Tensor:
+            windows = windows.to(session.dtype).contiguous(memory_format=session.memory_format)
+            if fractions is None:
+                return session.decode(windows, recorded[owners].to(session.dtype))
+            return session.decode(windows, (fractions * noise[owners]).to(session.dtype), denoiser)
 
         target = to_unit(pad_to_multiple(images, session.spec.downsample), torch.float32).to(session.device)
-        return search.sampled_strengths(decode, quantized, target, session.spec.downsample)
+        return strength_search.sampled_strengths(decode, quantized, target, session.spec.downsample)
 
     def _refined(self, latents: torch.Tensor, images: torch.Tensor, plan: EncodePlan) -> torch.Tensor:
         """Latents after ``effort`` refinement steps through float32 copies of the decoder side: the decoder,
@@ -159,6 +163,7 @@ class Encoder:
         target = to_unit(pad_to_multiple(images, self.session.spec.downsample), torch.float32).to(self.session.device)
         return latent_refinement.refine(decode, latents, target, options.step_value, options.effort)
 
+    @staged("pack")
     def pack(
         self,
         job: EncodeJob,

@@ -58,7 +58,8 @@ class EntropyMethod(_NamedId):
 
     ZSTD = 0  # one zstd frame of the byte planes (every mode; the only method before version 4)
     CONTEXT = 1  # an ANS stream under the latent space's context model, wavefront order (uniform int8 symbols)
-    PASSES = 2  # an ANS stream under the latent space's passes model: 16 steps at any size (uniform int8 symbols)
+    PASSES_V1 = 2  # an ANS stream under the latent space's first passes model: 16 steps at any size (uniform int8)
+    PASSES = 3  # the same schedule under the second passes model (side information for the first step, more units)
 
     @classmethod
     def what(cls) -> str:

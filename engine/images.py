@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from latentcodec.engine.format import ColorKind
+from latentcodec.engine.stage_timer import staged
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"})
 
@@ -60,6 +61,33 @@ def finish(rgb: torch.Tensor, kind: ColorKind, alpha: np.ndarray | None) -> Imag
     if alpha is not None:
         image.putalpha(Image.fromarray(alpha))
     return image
+
+
+class ImageSink:
+    """A decoded image written a block at a time: a Pillow image of ``kind`` with the stored ``alpha`` (each block
+    converted as :func:`finish` converts a whole image, so the pixels are the same), or float32 RGB ``[3, H, W]``
+    on the CPU. It holds the result and one block, never a float copy of the whole."""
+
+    def __init__(self, size: tuple[int, int], kind: ColorKind, alpha: np.ndarray | None, to_pil: bool) -> None:
+        self.size, self.kind, self.alpha = size, kind, alpha
+        self.image: Image.Image | torch.Tensor | None = None if to_pil else torch.empty((3, *size))
+
+    @staged("conversion")
+    def write(self, top: int, left: int, rgb: torch.Tensor) -> None:
+        """Block ``rgb`` ``[3, h, w]`` in [0, 1] (on any device) with its top left corner at (``top``, ``left``)."""
+        height, width = rgb.shape[1:]
+        if isinstance(self.image, torch.Tensor):
+            self.image[:, top : top + height, left : left + width] = rgb.float().cpu()
+            return
+        alpha = None if self.alpha is None else self.alpha[top : top + height, left : left + width]
+        block = finish(rgb, self.kind, alpha)
+        if self.image is None:
+            self.image = Image.new(block.mode, self.size[::-1])
+        self.image.paste(block, (left, top))
+
+    def result(self) -> Image.Image | torch.Tensor:
+        assert self.image is not None, "no block was written"
+        return self.image
 
 
 def mse(reference: np.ndarray, test: np.ndarray) -> float:

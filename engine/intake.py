@@ -24,6 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from latentcodec.engine.errors import InvalidImageError
 from latentcodec.engine.format import MAX_PIXELS, MAX_SIDE, ColorKind, size_supported
+from latentcodec.engine.stage_timer import staged
 
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray | torch.Tensor
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
@@ -144,6 +145,7 @@ def _normalise(image: Image.Image, keep_alpha: bool) -> tuple[Image.Image, Color
     return image.convert("RGBA" if has_alpha else "RGB"), kind
 
 
+@staged("intake")
 def prepare(source: ImageInput, keep_alpha: bool = True) -> PreparedImage:
     """Load and convert an image (or check an RGB tensor) for encoding; raises InvalidImageError for anything
     unusable."""
@@ -162,6 +164,7 @@ def prepare(source: ImageInput, keep_alpha: bool = True) -> PreparedImage:
     return PreparedImage(rgb, alpha, kind)
 
 
+@staged("intake")
 def prepare_tensor(rgb: torch.Tensor) -> PreparedImage:
     """An RGB tensor ``[3, H, W]`` (uint8, or float in [0, 1]) checked for the encoder."""
     if not isinstance(rgb, torch.Tensor):

@@ -46,24 +46,17 @@ def palette_size_for_quality(quality: float) -> int:
 
 @dataclass(frozen=True)
 class EncodeOptions:
-    """How to encode.
+    """How to encode (each field's ``help`` says what it does; the rules between them are checked here).
 
     ``quality`` (0..100) sets the mode's knob, or the knob is given directly (not both): the uniform ``step``
-    (latent units, larger is coarser) or the ``palette_size``. ``scalar8`` has no knob. ``scale`` (0, 1] encodes a
-    downscaled image and restores the size on decode. ``alpha`` is ``"keep"`` (stored losslessly) or ``"drop"``.
-    ``entropy`` codes the latents with a context model where one applies (uniform int8 symbols of a latent space
-    that has one: ``context``, the default, or ``passes``, faster) or always with zstd; ``level`` is the zstd level.
-    ``target_bpp`` (uniform mode) makes the encoder choose the step and scale itself: the best ``metric``
-    (``"psnr"`` or ``"ms-ssim"``) it finds within 10% of that many bits per pixel; ``target_psnr`` (dB) the smallest
-    stream whose decoded PSNR reaches it (each try decodes: slower). ``effort`` (uniform mode) is the number of
-    latent-refinement steps through the decoder (0: off; each costs a decoder forward and backward pass).
-    ``denoiser`` names the latent denoiser the stream asks the decoder to run first: ``"auto"`` (the model's
-    default, for the uniform and palette modes: the encoder tries each stream without it and at three strengths and
-    keeps the best, by ``strength_by``: the squared error of a few decoded windows (``"crops"``) or, slower, the
-    whole decoded image's ``metric`` (``"pixels"``); none, with a warning, where its weights are not installed), an
-    id such as ``"latent-denoiser"`` or ``"sd-unet"`` (always named, no check), or ``None``. ``denoiser_strength``
-    (with a named id) is the fraction of the measured quantization noise level the stream records, i.e. how strongly
-    the decoder denoises; by default the denoiser's own.
+    (latent units, larger is coarser) or the ``palette_size``; ``scalar8`` has none. ``scale`` (0, 1] encodes a
+    downscaled image and restores the size on decode. ``entropy`` codes uniform int8 symbols of a latent space with
+    a model by ``passes``, the default, or ``context`` (slower), else with zstd (``level``). ``target_bpp`` (uniform
+    mode) makes the encoder choose step and scale: the best ``metric`` within 10% of that many bits per pixel
+    (``rate_search="climb"`` stops at the first scale that scores worse than the one below it); ``target_psnr``
+    (dB) the smallest stream whose decoded PSNR reaches it (each try decodes). ``denoiser="auto"`` (uniform and
+    palette modes) tries each stream without the model's denoiser and at three strengths and keeps the best by
+    ``strength_by`` (none, with a warning, where its weights are not installed); a named id is always recorded.
     """
 
     mode: CodingMode = field(
@@ -81,11 +74,11 @@ class EncodeOptions:
         default="keep", metadata=_meta(str, "keep the alpha plane (lossless) or drop it", choices=("keep", "drop"))
     )
     entropy: EntropyMethod = field(
-        default=EntropyMethod.CONTEXT,
+        default=EntropyMethod.PASSES,
         metadata=_meta(
             EntropyMethod.parse,
-            "latent entropy coder for uniform int8 symbols of a latent space with a model (zstd otherwise): context"
-            " (wavefronts), passes (16 parallel steps: faster, a few percent more bytes) or zstd",
+            "latent entropy coder for uniform int8 symbols of a latent space with a model (zstd otherwise): passes"
+            " (16 parallel steps), context (wavefronts: slower, a few percent fewer bytes), passes_v1 or zstd",
             choices=tuple(m.label for m in EntropyMethod),
         ),
     )
@@ -121,6 +114,15 @@ class EncodeOptions:
             "how denoiser=auto picks its strength: crops (decode a few sampled windows at each) or pixels (decode"
             " the whole image at each, score it by metric)",
             choices=("crops", "pixels"),
+        ),
+    )
+    rate_search: str = field(
+        default="climb",
+        metadata=_meta(
+            str,
+            "how target_bpp searches: climb (scales from the smallest while the score improves, steps by regula"
+            " falsi) or every (every scale, steps by bisection: the streams of versions before climb)",
+            choices=("climb", "every"),
         ),
     )
 
@@ -171,10 +173,10 @@ class EncodeOptions:
             if value is not None and not (lo < value <= hi if open_below else lo <= value <= hi):
                 bracket = "(" if open_below else "["
                 raise ValueError(f"{_LABELS.get(name, name)} must be in {bracket}{lo}, {hi}], got {value}")
-        if self.alpha not in ("keep", "drop"):
-            raise ValueError(f"alpha must be 'keep' or 'drop', got {self.alpha!r}")
-        if self.metric not in METRICS:
-            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        for option in fields(self):  # the text options with a fixed set of values
+            choices, value = option.metadata.get("choices"), getattr(self, option.name)
+            if option.metadata["parse"] is str and choices and value not in choices:
+                raise ValueError(f"{option.name} must be one of {', '.join(choices)}, got {value!r}")
 
     def _check_mode_rules(self) -> None:
         uniform = self.mode is CodingMode.UNIFORM

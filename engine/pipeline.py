@@ -7,6 +7,7 @@ host finishes earlier batches.
 
 from __future__ import annotations
 
+import contextvars
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -50,12 +51,20 @@ class Outcomes(Generic[T]):
         return self._slots  # type: ignore[return-value]
 
 
+class HostPool(ThreadPoolExecutor):
+    """Host threads that run each task in a copy of its submitter's context, as asyncio's executors do (so a
+    :mod:`~latentcodec.engine.stage_timer` recording follows the work)."""
+
+    def submit(self, fn: Callable[..., T], /, *args: object, **kwargs: object) -> Future[T]:
+        return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+
 class BatchPipeline:
     """Batches of at most ``batch_size`` items through a device stage, with ``host_threads`` beside it."""
 
     def __init__(self, batch_size: int, host_threads: int | None = None) -> None:
         self.batch_size = max(1, batch_size)
-        self.host = ThreadPoolExecutor(host_threads or min(32, os.cpu_count() or 1), "latentcodec-host")
+        self.host = HostPool(host_threads or min(32, os.cpu_count() or 1), "latentcodec-host")
 
     def close(self) -> None:
         self.host.shutdown()

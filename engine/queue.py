@@ -9,10 +9,12 @@ under light load and batches fill under heavy load.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -41,12 +43,19 @@ class RequestQueue:
 
     ``max_batch`` defaults to the codec's batch size. At most ``max_pending`` requests wait or run at once; past
     that, submitting raises :class:`BusyError`. Whatever a batch raises ends as the error of that batch's
-    futures: the worker outlives every request (:attr:`alive` says whether it runs). Use as a context manager,
-    or call :meth:`close`.
+    futures: the worker outlives every request (:attr:`alive` says whether it runs). ``on_batch(kind, size)``
+    hears of each batch the codec runs (a service's metrics); :attr:`pending` counts the requests waiting or
+    running. Use as a context manager, or call :meth:`close`.
     """
 
     def __init__(
-        self, codec: Codec, *, max_batch: int | None = None, max_latency_ms: float = 5.0, max_pending: int = 1024
+        self,
+        codec: Codec,
+        *,
+        max_batch: int | None = None,
+        max_latency_ms: float = 5.0,
+        max_pending: int = 1024,
+        on_batch: Callable[[str, int], None] | None = None,
     ) -> None:
         if max_latency_ms < 0:
             raise ValueError(f"max_latency_ms must be >= 0, got {max_latency_ms}")
@@ -55,6 +64,8 @@ class RequestQueue:
         self.max_latency = max_latency_ms / 1000
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         self._slots = threading.BoundedSemaphore(max(1, max_pending))
+        self._pending, self._count_lock = 0, threading.Lock()
+        self._on_batch = on_batch
         self._closed = False
         self._worker = threading.Thread(target=self._serve, name="latentcodec-queue", daemon=True)
         self._worker.start()
@@ -82,14 +93,28 @@ class RequestQueue:
         """Whether the worker is serving requests."""
         return not self._closed and self._worker.is_alive()
 
+    @property
+    def pending(self) -> int:
+        """Requests waiting in the queue or running through the codec."""
+        return self._pending
+
     def _submit(self, request: _Request) -> Future:
         if not self.alive:
             raise EngineError("the request queue is closed")
         if not self._slots.acquire(blocking=False):
             raise BusyError("too many requests in flight; try again later")
-        request.future.add_done_callback(lambda _future: self._slots.release())
+        self._count(1)
+        request.future.add_done_callback(self._release)
         self._requests.put(request)
         return request.future
+
+    def _count(self, change: int) -> None:
+        with self._count_lock:
+            self._pending += change
+
+    def _release(self, _future: Future) -> None:
+        self._count(-1)
+        self._slots.release()
 
     def close(self) -> None:
         """Finish every queued request, then stop the worker."""
@@ -133,6 +158,9 @@ class RequestQueue:
         for request in batch:
             groups[request.kind, request.options].append(request)
         for (kind, options), requests in groups.items():
+            if self._on_batch is not None:
+                with contextlib.suppress(Exception):  # an observer never fails the batch or stops the worker
+                    self._on_batch(kind, len(requests))
             try:
                 self._answer(kind, options, requests)
             except Exception as exc:  # whatever the batch raised ends as its requests' error, never the worker's

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Hashable
+from dataclasses import replace
 from functools import cached_property, partial
 
 import torch
@@ -13,9 +14,11 @@ from latentcodec.engine.denoise.registry import LoadedDenoiser, load_denoiser
 from latentcodec.engine.format import CodingMode
 from latentcodec.engine.images import pad_to_multiple
 from latentcodec.engine.models import LatentAutoencoder, ModelSpec, get_spec, load_model
+from latentcodec.engine.models.bicubic import Grid, Span
 from latentcodec.engine.models.switched import by_branch, take
 from latentcodec.engine.runner import PassRunner
-from latentcodec.engine.tiling import TilePolicy, run_tiled
+from latentcodec.engine.stage_timer import staged
+from latentcodec.engine.tiling import Bands, TilePolicy, joined, run_tiled, sweeps_across, tiled_bands
 
 log = logging.getLogger(__name__)
 DenoiserPass = tuple[str, Hashable]  # (denoiser id, schedule key)
@@ -119,13 +122,14 @@ class ModelSession:
         """(Latents, noise levels ``[B]``) -> RGB (not clamped): the denoiser and the decoder as one pass (one
         CUDA graph per shape on GPU), for streams whose schedule key is ``key``."""
         if (denoiser_id, key) not in self._denoised_passes:
-            denoise = self.denoiser(denoiser_id).pass_fn(key)
+            denoise = staged("denoiser", device=True)(self.denoiser(denoiser_id).pass_fn(key))
             self._denoised_passes[denoiser_id, key] = self._runner(
                 lambda z, sigma: self.model.decode(denoise(z, sigma))
             )
         return self._denoised_passes[denoiser_id, key]
 
     @torch.no_grad()
+    @staged("encoder network", device=True)
     def latents(self, images: torch.Tensor) -> torch.Tensor:
         """Latents (device, model dtype) of images ``[B, 3, H, W]``, padded to the model's multiple here."""
         down = self.spec.downsample
@@ -140,6 +144,7 @@ class ModelSession:
         return self.model.encode_global(features.to(self.dtype))
 
     @torch.no_grad()
+    @staged("decoder network", device=True)
     def decode(self, latents: torch.Tensor, sigma: torch.Tensor, denoiser: DenoiserPass | None = None) -> torch.Tensor:
         """RGB ``[B, 3, H, W]`` in [0, 1] on the device from latents and their noise levels ``sigma`` ``[B]``:
         through the stream's denoiser pass when named, else the decoder (told ``sigma`` if conditioned; for a
@@ -157,20 +162,57 @@ class ModelSession:
         if tiling is None:
             fallback = partial(self._denoised_decode_f32, denoiser)
             return self._finite(self.denoised_decoder_pass(*denoiser), fallback, clamp=True)(latents, sigma)
-        z = latents.to(self.device, self.dtype)
+        return joined(self._tiled(branch, latents, sigma, denoiser, False), latents.shape[-2] * self.spec.downsample)
+
+    @torch.no_grad()
+    def decode_bands(
+        self, latents: torch.Tensor, sigma: torch.Tensor, denoiser: DenoiserPass | None
+    ) -> tuple[bool, Bands]:
+        """:meth:`decode` of one image (``latents`` ``[1, C, h, w]``) as bands of finished rows (of columns when
+        the first item is True: grids far wider than tall), holding one row of tiles, never the whole image (a grid
+        that runs whole is one band). Hand it the only reference to ``latents``: they go once the decoder's layers
+        at latent resolution have run."""
+        ((branch, _),) = self.model.branches(None if denoiser else sigma)
+        tiling = self.tiles.for_grid(*latents.shape[-2:])
+        if tiling is None:
+            return False, iter([(0, self._decode(branch, latents, sigma, denoiser))])
+        across = sweeps_across(tiling, *latents.shape[-2:], self.spec.downsample)
+        return across, self._tiled(branch, latents, sigma, denoiser, across)
+
+    @torch.no_grad()
+    def _tiled(
+        self, branch: int, z: torch.Tensor, sigma: torch.Tensor, denoiser: DenoiserPass | None, across: bool
+    ) -> Bands:
+        """The tiled decode's bands: the layers at latent resolution whole (in stripes), the rest in tiles."""
+        tiling = self.tiles.for_grid(*z.shape[-2:])
+        assert tiling is not None
+        model = self.model.branch(branch)
+        conditioning = (sigma,) if model.spec.conditioned and denoiser is None else ()
+        z = z.to(self.device, self.dtype)  # the caller's latents go here if it held the only reference
         if denoiser is not None:
             z = self._denoise(denoiser)(z, sigma.to(self.device))
         features = model.decode_global(z, *(s.to(self.device) for s in conditioning))
+        del z
         local = self._finite(self.decoder_tile_pass(branch), partial(self._decode_local_f32, branch), clamp=True)
-        return run_tiled(
-            local, features, conditioning, tiling, cell=1, out_cell=self.spec.downsample, chunk=self.tiles.chunk
-        )
+        down, chunk = self.spec.downsample, self.tiles.chunk
+        yield from tiled_bands(local, features, conditioning, tiling, cell=1, out_cell=down, chunk=chunk, across=across)
 
     @torch.no_grad()
+    @staged("upscaler", device=True)
     def upscale(self, rgb: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Decoded images ``[B, 3, h, w]`` (on the device) at ``size``, as the model resizes them, in [0, 1]."""
         fallback = lambda x: self.float32_model().upscale(x.float(), size)  # noqa: E731
         return self._finite(lambda x: self.model.upscale(x, size), fallback, clamp=True)(rgb)
+
+    @torch.no_grad()
+    @staged("upscaler", device=True)
+    def upscale_block(self, source: Grid, size: tuple[int, int], rows: Span, cols: Span) -> torch.Tensor:
+        """Block ``rows x cols`` of :meth:`upscale`'s output from the decoded samples in ``source``, in [0, 1]."""
+
+        def run(values: torch.Tensor, model: LatentAutoencoder | None = None) -> torch.Tensor:
+            return (model or self.model).upscale_block(replace(source, values=values), size, rows, cols)
+
+        return self._finite(run, lambda x: run(x.float(), self.float32_model()), clamp=True)(source.values)
 
     # float32 reruns of the passes (:meth:`_finite`)
     def _encode_f32(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,7 +231,7 @@ class ModelSession:
         return self.float32_model().decode(self._denoise(denoiser, torch.float32)(z.float(), sigma.float()))
 
     def _denoise(self, denoiser: DenoiserPass, dtype: torch.dtype | None = None) -> Callable:
-        return self.denoiser(denoiser[0], dtype).pass_fn(denoiser[1])
+        return staged("denoiser", device=True)(self.denoiser(denoiser[0], dtype).pass_fn(denoiser[1]))
 
     def _finite(self, run: Callable[..., torch.Tensor], fallback: Callable[..., torch.Tensor], clamp: bool = False):
         """``run``, rerun as ``fallback`` (float32) when a half-precision output is not finite; images are

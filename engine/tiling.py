@@ -71,6 +71,7 @@ TILE_PIXELS = 512  # the automatic tile side (64 TAEF2 latent cells): 1.2x the u
 OVERLAP_CELLS = 8
 CPU_AUTO_PIXELS = 1 << 20  # the CPU tiles images over 1 Mpixel (an untiled TAEF2 pass takes ~0.8 KB per pixel)
 GPU_BYTES_PER_PIXEL = 1000  # what an untiled half-precision pass takes, with room for a batch of them
+BAND_BYTES = 1 << 26  # a band of decoded float32 RGB larger than this runs across (:func:`sweeps_across`)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class TilePolicy:
 
 
 Pass = Callable[..., torch.Tensor]  # (inputs [B, C, h, w], *per-item tensors [B]) -> outputs [B, C', h', w']
+Bands = Iterator[tuple[int, torch.Tensor]]  # (first row, rows [B, C, n, W]) of an output, top to bottom
 
 
 def run_tiled(
@@ -128,26 +130,83 @@ def run_tiled(
     """``fn`` over overlapping tiles of ``inputs`` (``cell`` samples per grid cell; outputs ``out_cell`` per
     cell), ``chunk`` tiles per call, blended into one float32 output on the pass's device. Inputs whose sides
     are not multiples of ``cell`` are padded by edge replication tile by tile (no padded copy of the whole)."""
+    bands = tiled_bands(fn, inputs, extras, tiling, cell=cell, out_cell=out_cell, chunk=chunk)
+    return joined(bands, -(-inputs.shape[-2] // cell) * out_cell)
+
+
+def joined(bands: Bands, height: int) -> torch.Tensor:
+    """The bands of an output ``height`` rows high as one tensor."""
+    output: torch.Tensor | None = None
+    for start, rows in bands:
+        if output is None:
+            output = rows.new_empty((*rows.shape[:2], height, rows.shape[-1]))
+        output[:, :, start : start + rows.shape[2]] = rows
+    assert output is not None
+    return output
+
+
+def tiled_bands(
+    fn: Pass,
+    inputs: torch.Tensor,
+    extras: tuple[torch.Tensor, ...],
+    tiling: Tiling,
+    *,
+    cell: int,
+    out_cell: int,
+    chunk: int,
+    across: bool = False,
+) -> Bands:
+    """:func:`run_tiled`'s output as bands of finished rows, top to bottom: ``(first row, rows [B, C', n, W'])``.
+    Tiles run row of tiles by row of tiles and blend exactly as in one output, but only the rows a later tile
+    still adds to are held (one row of tiles). A band is a view, valid until the next one is asked for.
+    ``across``: column of tiles by column of tiles, bands of finished columns ``[B, C', H', n]`` (for grids far
+    wider than tall); where four tiles overlap, their sum is then added up in another order (last-bit changes)."""
     batch, _, height, width = inputs.shape
     height, width = -(-height // cell) * cell, -(-width // cell) * cell
     rows, cols = tiling.spans(height // cell), tiling.spans(width // cell)
     row_weights, col_weights = blend_weights(rows, out_cell), blend_weights(cols, out_cell)
-    places = [(b, r, c) for b in range(batch) for r in range(len(rows)) for c in range(len(cols))]
-    output: torch.Tensor | None = None
-    for group in _chunks(places, chunk):
-        tiles = torch.cat([_cut(inputs[b : b + 1], rows[r], cols[c], cell) for b, r, c in group])
+    major, minor = (cols, rows) if across else (rows, cols)
+    places = [(b, i, j) for i in range(len(major)) for b in range(batch) for j in range(len(minor))]
+    groups = list(_chunks(places, chunk))
+    held = max(major[g[-1][1]][1] - major[g[0][1]][0] for g in groups) * out_cell  # what one call can reach
+    band: torch.Tensor | None = None  # [B, C', major, minor]: samples [top, top + held) along the sweep
+    top = filled = 0
+    for group in groups:
+        done = major[group[0][1]][0] * out_cell  # no tile from here on reaches before this
+        if band is not None and done > top:
+            yield top, _oriented(band[:, :, : done - top], across)
+            kept = band[:, :, done - top : filled - top].clone()
+            band[:, :, : kept.shape[2]] = kept
+            band[:, :, kept.shape[2] :] = 0
+            top = done
+        places_rc = [(b, j, i) if across else (b, i, j) for b, i, j in group]
+        tiles = torch.cat([_cut(inputs[b : b + 1], rows[r], cols[c], cell) for b, r, c in places_rc])
         members = torch.tensor([b for b, _, _ in group])
         result = fn(tiles, *(extra[members] for extra in extras))
-        if output is None:
-            shape = (batch, result.shape[1], height // cell * out_cell, width // cell * out_cell)
-            output = torch.zeros(shape, dtype=torch.float32, device=result.device)
-        for row, (b, r, c) in enumerate(group):
+        if band is None:
+            length = (height if across else width) // cell * out_cell
+            band = torch.zeros((batch, result.shape[1], held, length), device=result.device)
+        for row, (b, r, c) in enumerate(places_rc):
             weight = row_weights[r].to(result.device)[:, None] * col_weights[c].to(result.device)[None, :]
             (r0, r1), (c0, c1) = rows[r], cols[c]
-            target = output[b, :, r0 * out_cell : r1 * out_cell, c0 * out_cell : c1 * out_cell]
-            target.addcmul_(result[row].float(), weight)
-    assert output is not None
-    return output
+            (i0, i1), (j0, j1) = ((c0, c1), (r0, r1)) if across else ((r0, r1), (c0, c1))
+            target = band[b, :, i0 * out_cell - top : i1 * out_cell - top, j0 * out_cell : j1 * out_cell]
+            _oriented(target, across).addcmul_(result[row].float(), weight)
+            filled = max(filled, i1 * out_cell)
+    assert band is not None
+    yield top, _oriented(band[:, :, : filled - top], across)
+
+
+def _oriented(band: torch.Tensor, across: bool) -> torch.Tensor:
+    """A band as the image lies: columns of tiles keep their samples column-major."""
+    return band.transpose(-2, -1) if across else band
+
+
+def sweeps_across(tiling: Tiling | None, height: int, width: int, out_cell: int) -> bool:
+    """Whether a ``height x width`` grid's tiles should run column by column: it is wider than tall and a row of
+    its tiles would hold more than ``BAND_BYTES`` of float32 RGB."""
+    tall = min(height, tiling.tile if tiling else height) * out_cell
+    return width > height and tall * width * out_cell * 12 > BAND_BYTES
 
 
 def _cut(image: torch.Tensor, rows: Span, cols: Span, cell: int) -> torch.Tensor:

@@ -21,12 +21,26 @@ def declared_stream(
     model_id: str = "taef2",
     fingerprint: bytes = bytes(8),
     denoiser: DenoiserRef | None = None,
+    coded: tuple[int, int] | None = None,
+    noise_level: float | None = None,
 ) -> bytes:
-    """A valid stream of all-zero uniform symbols declaring ``width x height``: a few hundred bytes at any size."""
-    latents = 32 if model_id == "taef2" else 4
-    size = latents * -(-height // 8) * -(-width // 8)
+    """A valid stream of all-zero uniform symbols declaring ``width x height``, coded at ``coded`` (width, height;
+    the declared size by default, a smaller one is resized on decode): a few hundred bytes at any size."""
+    coded_width, coded_height = coded or (width, height)
+    latents = 32 if model_id.startswith("taef2") else 4
+    size = latents * -(-coded_height // 8) * -(-coded_width // 8)
     header = Header(
-        ColorKind.RGB, CodingMode.UNIFORM, width, height, width, height, model_id, fingerprint, False, denoiser
+        ColorKind.RGB,
+        CodingMode.UNIFORM,
+        width,
+        height,
+        coded_width,
+        coded_height,
+        model_id,
+        fingerprint,
+        False,
+        denoiser,
+        noise_level,
     )
     params = struct.pack("<fB", 1.0, 1)
     return bitstream.pack(Stream(header, params, zstd.compress(bytes(size), 3)))

@@ -70,11 +70,17 @@ SWITCHED_CASES: tuple[tuple[str, int, tuple[int, int, int, int], str, dict], ...
 # written by taef2-q2 since "auto" chooses the denoiser strength on sampled crops (the cases above name
 # `strength_by="pixels"`, the default when they were pinned), with the `passes` entropy method where named
 PASSES_CASES: tuple[tuple[str, int, tuple[int, int, int, int], str, dict], ...] = (
-    ("crops-default", 23, (300, 200, 428, 296), "RGB", {}),
-    ("passes-default", 23, (300, 200, 428, 296), "RGB", {"entropy": "passes"}),
-    ("passes-step2-plain", 5, (100, 100, 196, 164), "RGB", {"entropy": "passes", "step": 2.0, "denoiser": None}),
-    ("passes-odd-greyscale", 8, (200, 100, 337, 221), "L", {"entropy": "passes", "step": 1.5}),
-    ("passes-target-bpp", 19, (300, 300, 396, 396), "RGB", {"entropy": "passes", "target_bpp": 0.2}),
+    ("crops-default", 23, (300, 200, 428, 296), "RGB", {"entropy": "context"}),
+    ("passes-default", 23, (300, 200, 428, 296), "RGB", {"entropy": "passes_v1"}),
+    ("passes-step2-plain", 5, (100, 100, 196, 164), "RGB", {"entropy": "passes_v1", "step": 2.0, "denoiser": None}),
+    ("passes-odd-greyscale", 8, (200, 100, 337, 221), "L", {"entropy": "passes_v1", "step": 1.5}),
+    (
+        "passes-target-bpp",
+        19,
+        (300, 300, 396, 396),
+        "RGB",
+        {"entropy": "passes_v1", "target_bpp": 0.2, "rate_search": "every"},
+    ),
 )
 
 
@@ -108,7 +114,8 @@ def stream_digests(kodak: Path) -> dict[str, dict]:
 
     codecs = {model: latentcodec.Codec(model, device="cpu") for model in ("taef2", "taef2-q2")}
     digests = {}
-    old = {"strength_by": "pixels"}  # how "auto" chose the denoiser strength before the passes method arrived
+    # how "auto" chose the denoiser strength before the passes method arrived, and rate control before it climbed
+    old = {"strength_by": "pixels", "rate_search": "every"}
     context = [(*case[:4], {**old, "entropy": "context", **case[4]}) for case in CONTEXT_CASES]
     cases = [(*case[:4], {**old, "entropy": "zstd", **case[4]}) for case in CASES] + context
     switched = [(*case[:4], {**old, "entropy": "context", **case[4]}) for case in SWITCHED_CASES]

@@ -228,7 +228,7 @@ def test_a_stream_with_alpha_is_refused_for_jpeg_before_decoding(tiny, tmp_path,
 
 
 def test_serve_on_a_port_in_use_says_so_in_one_line(capsys, no_model, codec):
-    from latentcodec.bindings.http_service import CodecServer
+    from latentcodec.bindings.http_server import CodecServer
 
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]

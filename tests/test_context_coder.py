@@ -57,9 +57,9 @@ def test_real_latents_cost_fewer_bytes_than_zstd(model, codec, kodak_crop, step)
     assert len(context_coder.encode(symbols, model)) < 0.85 * len(zstd.compress(symbols.tobytes()))
 
 
-@pytest.fixture(scope="module", params=[EntropyMethod.CONTEXT, EntropyMethod.PASSES], ids=lambda m: m.label)
+@pytest.fixture(scope="module", params=list(latent_stage.METHODS), ids=lambda m: m.label)
 def method(request):
-    """Both context methods (the hostile-payload tests hold for each): their coder module and model."""
+    """Every modelled method (the hostile-payload tests hold for each): its coder module and model."""
     return latent_stage.METHODS[request.param], latent_stage.model_for(request.param, "flux2")
 
 

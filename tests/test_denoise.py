@@ -14,7 +14,7 @@ from shared_inputs import SHARED, as_array, kodak_path, train_tiny_denoiser
 
 import latentcodec
 from latentcodec.bench.metrics import psnr
-from latentcodec.engine import bitstream, search, stream_edits
+from latentcodec.engine import bitstream, stream_edits, strength_search
 from latentcodec.engine.coders import PaletteCoder
 from latentcodec.engine.denoise import latent_denoiser, registry
 from latentcodec.engine.denoise.latent_denoiser import LatentDenoiser
@@ -204,7 +204,7 @@ def denoised_stream(kodak_crop):
 def test_streams_name_the_denoiser_they_were_encoded_for(denoised_stream, kodak_crop):
     details = latentcodec.info(denoised_stream)
     assert details.denoiser == "latent-denoiser" and details.noise_level > 0.1
-    assert details.version == 4 and details.entropy == "context"  # version 4 carries the denoiser entry too
+    assert details.version == 4 and details.entropy == "passes"  # version 4 carries the denoiser entry too
     assert latentcodec.info(latentcodec.encode(kodak_crop, model="taef2", mode="scalar8")).denoiser is None
     plain = latentcodec.encode(kodak_crop, model="taef2", step=2.0, denoiser=None, entropy="zstd")
     assert latentcodec.info(plain).version == 1
@@ -216,16 +216,18 @@ def test_streams_name_the_denoiser_they_were_encoded_for(denoised_stream, kodak_
 @pytest.mark.parametrize("options", [{"mode": "uniform", "step": 3.0}, {"mode": "palette", "palette_size": 16}])
 def test_auto_keeps_the_denoising_strength_with_the_best_psnr(kodak_crop, codec, options):
     named = codec.encode(kodak_crop, denoiser="latent-denoiser", denoiser_strength=1.0, **options)  # measured
-    variants = search.strength_variants(named)
+    variants = strength_search.strength_variants(named)
     assert variants[0] == codec.encode(kodak_crop, denoiser=None, **options)
     levels = [latentcodec.info(v).noise_level for v in variants[1:]]
-    assert levels == pytest.approx([s * latentcodec.info(named).noise_level for s in search.STRENGTHS], rel=1e-3)
+    assert levels == pytest.approx(
+        [s * latentcodec.info(named).noise_level for s in strength_search.STRENGTHS], rel=1e-3
+    )
     reference = as_array(kodak_crop)
     scores = [psnr(reference, as_array(codec.decode(v))) for v in variants]
     assert len(set(scores)) == len(scores)  # each strength decodes to a different picture
     assert codec.encode(kodak_crop, strength_by="pixels", **options) == variants[scores.index(max(scores))]
     chosen, measured = latentcodec.info(codec.encode(kodak_crop, **options)), latentcodec.info(named).noise_level
-    strengths = [s * measured for s in search.STRENGTHS]  # "crops", the default: none or one of them
+    strengths = [s * measured for s in strength_search.STRENGTHS]  # "crops", the default: none or one of them
     assert chosen.denoiser is None or chosen.noise_level == pytest.approx(
         min(strengths, key=lambda level: abs(level - chosen.noise_level)), rel=2e-3
     )
@@ -352,8 +354,10 @@ def test_auto_strength_in_a_batch_of_int8_and_int16_symbols(codec, kodak_crop, m
     """Rows of one batch may store their symbols at different widths: each is dequantized at its own width before
     the strength search decodes it."""
     seen = []
-    choose = search.sampled_strengths
-    monkeypatch.setattr(search, "sampled_strengths", lambda *args: seen.append(args[1].clone()) or choose(*args))
+    choose = strength_search.sampled_strengths
+    monkeypatch.setattr(
+        strength_search, "sampled_strengths", lambda *args: seen.append(args[1].clone()) or choose(*args)
+    )
     flat, step = Image.new("RGB", kodak_crop.size, (128, 128, 128)), 0.02
     streams = [r.unwrap() for r in codec.encode_batch([flat, kodak_crop], step=step)]
     assert [bitstream.unpack(s).params[-1] for s in streams] == [1, 2]  # symbol widths: int8, then int16

@@ -1,5 +1,6 @@
 """Hostile input (issue 17): nothing a stranger sends may freeze, exhaust or steer the codec."""
 
+import contextlib
 import io
 import socket
 import threading
@@ -13,7 +14,8 @@ from PIL import Image
 import latentcodec
 from latentcodec import Codec, RequestQueue
 from latentcodec.bindings.cli import main
-from latentcodec.bindings.http_service import CodecServer, ServiceLimits
+from latentcodec.bindings.http_limits import ServiceLimits
+from latentcodec.bindings.http_server import CodecServer
 from latentcodec.engine.bitstream import DenoiserRef
 from latentcodec.engine.errors import (
     BusyError,
@@ -169,7 +171,7 @@ def _raw(server, payload: bytes, wait: float = 10) -> bytes:
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
-            if b"\r\n\r\n" in b"".join(chunks) and b"Connection: close" not in b"".join(chunks):
+            if b"\r\n\r\n" in b"".join(chunks) and b"connection: close" not in b"".join(chunks).lower():
                 break
         return b"".join(chunks)
 
@@ -181,14 +183,15 @@ AUTH = b"Authorization: Bearer s3cret\r\n"
     ("headers", "status"),
     [
         (b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", b"400"),
-        (b"Content-Length: 5\r\nContent-Length: 5\r\n", b"400"),
-        ("Content-Length: \u00b2\r\n".encode(), b"411"),
+        (b"Content-Length: 5\r\nContent-Length: 6\r\n", b"400"),  # h11 merges equal ones (RFC 9112 6.3)
+        ("Content-Length: \u00b2\r\n".encode(), b"400"),  # an invalid length: 400 and close (RFC 9112 6.3)
+        (b"Transfer-Encoding: gzip\r\n", b"400"),
         (b"", b"411"),
     ],
 )
 def test_ambiguous_or_missing_framing_is_answered_and_closed(guarded, headers, status):
     answer = _raw(guarded, b"POST /decode HTTP/1.1\r\nHost: x\r\n" + AUTH + headers + b"\r\nhello")
-    assert answer.startswith(b"HTTP/1.1 " + status) and b"Connection: close" in answer
+    assert answer.startswith(b"HTTP/1.1 " + status) and b"connection: close" in answer.lower()
 
 
 def test_a_smuggled_second_request_is_never_processed(guarded):
@@ -237,6 +240,48 @@ def test_tokens_costly_options_and_pixels_are_the_operators_call(guarded, codec,
 def test_health_reports_a_stopped_worker(guarded):
     guarded.queue.close()
     assert _raw(guarded, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").startswith(b"HTTP/1.1 503")
+
+
+def _closed_within(sock: socket.socket, seconds: float, drip: bytes = b"") -> bytes:
+    """What the server sent before closing ``sock`` (sending ``drip`` every 0.2 s meanwhile); fails if it stays open."""
+    sock.settimeout(0.2)
+    answer, deadline = b"", time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            with contextlib.suppress(OSError):
+                sock.sendall(drip)
+            continue
+        except ConnectionResetError:
+            return answer
+        if not chunk:
+            return answer
+        answer += chunk
+    raise AssertionError(f"still open after {seconds} s: {answer[:200]!r}")
+
+
+def test_a_stalled_upload_is_answered_408_and_closed(guarded):
+    with socket.create_connection(guarded.server_address, timeout=10) as sock:
+        sock.sendall(b"POST /encode HTTP/1.1\r\nHost: x\r\n" + AUTH + b"Content-Length: 100000\r\n\r\n" + bytes(100))
+        started = time.monotonic()
+        answer = _closed_within(sock, 5)
+    assert answer.startswith(b"HTTP/1.1 408") and b"TimeoutError" in answer and time.monotonic() - started < 3
+
+
+def test_a_request_head_dripping_in_is_closed_at_its_deadline(guarded):
+    with socket.create_connection(guarded.server_address, timeout=10) as sock:
+        sock.sendall(b"POST /encode HTTP/1.1\r\n")
+        started = time.monotonic()
+        assert _closed_within(sock, 5, drip=b"X-Slow: 1\r\n") == b""  # a byte every 0.2 s does not keep it open
+    assert time.monotonic() - started < 2.5
+
+
+def test_a_body_left_unread_by_an_early_answer_is_dropped_for_a_while_only(guarded):
+    with socket.create_connection(guarded.server_address, timeout=10) as sock:
+        sock.sendall(b"POST /encode HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n" + bytes(1000))
+        answer = _closed_within(sock, 5, drip=bytes(1000))  # no token: 401, then the body is dropped until the deadline
+    assert answer.startswith(b"HTTP/1.1 401")
 
 
 # 6. option types are checked up front --------------------------------------------------------------------------------

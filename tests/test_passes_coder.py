@@ -23,9 +23,10 @@ from latentcodec.engine.errors import CorruptStreamError
 from latentcodec.engine.format import CodingMode, EntropyMethod
 
 
-@pytest.fixture(scope="module")
-def model():
-    return latent_stage.model_for(EntropyMethod.PASSES, "flux2")
+@pytest.fixture(scope="module", params=[EntropyMethod.PASSES, EntropyMethod.PASSES_V1], ids=lambda m: m.label)
+def model(request):
+    """Both passes models: the current one (side information) and the first one (none)."""
+    return latent_stage.model_for(request.param, "flux2")
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -76,6 +77,29 @@ def test_no_step_reads_a_symbol_coded_at_or_after_it():
     for (step, o, c), when in coded_at.items():
         assert not mask[step, o, c] or when < step
     assert mask.sum() > 0 and passes == 4
+    with_side = passes_model.visible(32, 4, side=8)
+    assert torch.equal(with_side[:, :-8], passes_model.visible(32, 4)) and with_side[:, -8:].all()
+
+
+def test_the_side_information_is_each_first_channels_mean_log_magnitude_and_payloads_check_it():
+    model = latent_stage.model_for(EntropyMethod.PASSES, "flux2")
+    symbols = laplace_symbols(5, (32, 6, 7), 3.0)
+    logs = passes_model.LOG_TABLE[torch.from_numpy(symbols[: model.side]).abs().long()].double()
+    side = passes_model.side_info(torch.from_numpy(symbols)[None], model.side)[0]
+    assert model.side == 8 and torch.equal(side.long(), (logs.mean((1, 2)) + 0.5).floor().long())
+    payload = passes_coder.encode(symbols, model)
+    assert payload[: model.side] == side.numpy().tobytes()
+    for bad in (payload[: model.side - 1], bytes([200]) + payload[1:], payload[: model.side] + b"\1\2"):
+        with pytest.raises(CorruptStreamError):
+            passes_coder.decode(bad, symbols.shape, model)
+
+
+def test_side_information_makes_coarse_steps_cheap(codec, kodak_crop):
+    """The first step of the first passes model saw no symbol and no scale: coarse symbols cost far more."""
+    rgb = torch.from_numpy(np.array(kodak_crop)).permute(2, 0, 1).float() / 255
+    symbols = torch.round(codec.encode_latents(rgb[None])[0] / 4.0).clamp(-127, 127).to(torch.int8).numpy()
+    first, current = (latent_stage.model_for(m, "flux2") for m in (EntropyMethod.PASSES_V1, EntropyMethod.PASSES))
+    assert len(passes_coder.encode(symbols, current)) < 0.85 * len(passes_coder.encode(symbols, first))
 
 
 @pytest.mark.parametrize("step", [0.5, 2.0])
@@ -88,13 +112,14 @@ def test_real_latents_cost_about_what_the_wavefront_context_costs(model, codec, 
 
 
 def test_the_rate_is_known_without_coding(model):
+    method = next(m for m in latent_stage.METHODS if latent_stage.model_for(m, "flux2") is model)
     for seed, scale in [(1, 0.3), (2, 2.0), (3, 20.0)]:
         symbols = laplace_symbols(seed, (32, 13, 22), scale)
         payload = passes_coder.encode(symbols, model)
         bits = passes_coder.code_length(symbols, model)
         assert bits <= 8 * len(payload) <= bits + 96
         planes = symbols.tobytes()
-        estimate = latent_stage.payload_bits(planes, EntropyMethod.PASSES, symbols.shape, "flux2", 19)
+        estimate = latent_stage.payload_bits(planes, method, symbols.shape, "flux2", 19)
         assert estimate == bits
 
 
@@ -124,7 +149,7 @@ import numpy as np
 from latentcodec.engine.entropy import latent_stage, passes_coder
 from latentcodec.engine.format import EntropyMethod
 from test_context_coder import laplace_symbols
-model = latent_stage.model_for(EntropyMethod.PASSES, "flux2")
+model = latent_stage.model_for(EntropyMethod.parse("{method}"), "flux2")
 symbols = laplace_symbols(7, (32, 12, 17), 1.2)
 payload = passes_coder.encode(symbols, model)
 assert np.array_equal(passes_coder.decode(payload, symbols.shape, model), symbols)
@@ -134,11 +159,17 @@ print(hashlib.sha256(payload).hexdigest())
 
 @pytest.mark.parametrize("threads", ["1", "2"])
 def test_payloads_are_the_same_in_any_process_and_thread_count(model, threads):
+    method = next(m for m in latent_stage.METHODS if latent_stage.model_for(m, "flux2") is model)
     here = hashlib.sha256(passes_coder.encode(laplace_symbols(7, (32, 12, 17), 1.2), model)).hexdigest()
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
     folder = os.path.dirname(os.path.abspath(__file__))
     result = subprocess.run(
-        [sys.executable, "-c", _DIGEST_SCRIPT], env=env, cwd=folder, capture_output=True, text=True, check=True
+        [sys.executable, "-c", _DIGEST_SCRIPT.format(method=method.label)],
+        env=env,
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert result.stdout.strip() == here
 
@@ -158,7 +189,7 @@ def test_a_seconds_long_fitting_run(tmp_path):
     main([str(output), "--folders", str(folder), *options])
     fitted = passes_model.load(output)
     assert fitted.frequencies.shape == (8 * 4, 509) and (fitted.frequencies.sum(1) == 1 << 24).all()
-    assert fitted.steps == 16 and fitted.hidden_weights.shape == (16, 2 * 9 * 32, 8)
+    assert fitted.steps == 16 and fitted.hidden_weights.shape == (16, 2 * 9 * 32 + 8, 8) and fitted.side == 8
     symbols = laplace_symbols(1, (32, 3, 4), 2.0)
     assert np.array_equal(passes_coder.decode(passes_coder.encode(symbols, fitted), symbols.shape, fitted), symbols)
 

@@ -59,3 +59,14 @@ def test_asyncio_callers(kodak_crop, odd_crop):
     with RequestQueue(_SpyCodec(), max_latency_ms=50) as q:
         decoded = asyncio.run(main(q))
     assert [image.size for image in decoded] == [kodak_crop.size, odd_crop.size]
+
+
+def test_pending_requests_and_batch_sizes_are_observable(codec, kodak_crop):
+    batches: list[tuple[str, int]] = []
+    with RequestQueue(codec, max_latency_ms=200, on_batch=lambda kind, size: batches.append((kind, size))) as q:
+        futures = [q.encode(kodak_crop, denoiser=None) for _ in range(3)]
+        assert 1 <= q.pending <= 3
+        streams = [f.result(timeout=60) for f in futures]
+        q.decode(streams[0]).result(timeout=60)
+    assert q.pending == 0  # the worker has settled every future (and run their callbacks) before it stops
+    assert batches == [("encode", 3), ("decode", 1)]

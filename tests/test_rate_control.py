@@ -24,6 +24,50 @@ def test_search_finds_the_finest_step_that_fits():
     assert search.finest_step_within(size_of, budget=1) == pytest.approx(64)  # nothing fits: coarsest
 
 
+@pytest.mark.parametrize("exponent", [0.7, 1.5, 3.0])
+def test_regula_falsi_fits_the_budget_in_few_tries(exponent):
+    calls = []
+
+    def size_of(step):  # a stream's size falls like a power of the step, with the bytes of a header on top
+        calls.append(step)
+        return 40 + math.floor(500_000 * step**-exponent)
+
+    for budget in (size_of(0.1) + 0.5, size_of(1.0) + 0.5, size_of(8.0) + 0.5):
+        calls.clear()
+        step = search.finest_step_by_regula_falsi(size_of, budget)
+        assert (1 - search.SIZE_TOLERANCE) * budget < size_of(step) <= budget
+        assert len(calls) <= 12  # bisection takes search.ITERATIONS + 2
+    assert search.finest_step_by_regula_falsi(size_of, 10**12) == pytest.approx(search.MIN_SEARCH_STEP)
+    assert search.finest_step_by_regula_falsi(size_of, 1) == pytest.approx(64)
+
+
+def _scales_tried(monkeypatch, scores: dict[float, float], rate_search: str) -> tuple[list[float], bytes]:
+    """to_rate over fake codings whose streams, all at the budget, decode to ``scores`` by scale."""
+    tried = []
+    monkeypatch.setattr(search, "_candidate", lambda _d, data, *_: Candidate(data, scores[float(data[:4])]))
+
+    def coding_at(scale):
+        tried.append(scale)
+        stream = lambda step: f"{scale:.2f}".encode() + b"x" * 96  # noqa: E731
+        return search.Coding(stream=stream, size=lambda step: 100 * 2 / (1 + step), final=stream)
+
+    class Plan:
+        options = latentcodec.EncodeOptions(target_bpp=8.0, rate_search=rate_search)
+        choose_strength = False
+
+    prepared = type("Prepared", (), {"rgb": __import__("torch").zeros(3, 10, 10)})()
+    return tried, search.to_rate(coding_at, None, prepared, Plan())
+
+
+@pytest.mark.parametrize(("best", "tried"), [(0.35, 2), (0.5, 3), (0.71, 4), (1.0, 4)])
+def test_the_climb_stops_at_the_first_scale_that_scores_worse(monkeypatch, best, tried):
+    scores = {s: -abs(math.log(s / best)) for s in search.SCALES}  # rises, then falls
+    climbed, chosen = _scales_tried(monkeypatch, scores, "climb")
+    assert climbed == sorted(search.SCALES)[:tried] and chosen.startswith(f"{best:.2f}".encode())
+    every, chosen_every = _scales_tried(monkeypatch, scores, "every")
+    assert every == list(search.SCALES) and chosen_every == chosen
+
+
 def test_choice_prefers_quality_within_the_tolerance():
     near_good, near_bad, far_best = Candidate(b"x" * 95, 30.0), Candidate(b"x" * 100, 25.0), Candidate(b"x" * 50, 40.0)
     assert search.choose([near_bad, far_best, near_good], budget=100) == near_good.data

@@ -3,7 +3,8 @@
 from hostile_inputs import png_bytes
 
 from latentcodec.bench import soak
-from latentcodec.bindings.http_service import CodecServer, ServiceLimits
+from latentcodec.bindings.http_limits import ServiceLimits
+from latentcodec.bindings.http_server import CodecServer
 
 
 def test_no_good_request_is_lost_among_malformed_and_stalled_ones(codec, kodak_crop):

@@ -1,11 +1,17 @@
-"""The throughput benchmark's machinery, on the CPU at toy sizes: counting, floors, the suite and its outputs."""
+"""The throughput benchmark's machinery, on the CPU at toy sizes: counting, floors, the suite, the default and
+plain paths stage by stage, the stage timer, and their outputs."""
 
+import contextvars
 import json
+import time
 
 import pytest
 import torch
 
-from latentcodec.bench import cli, throughput
+from latentcodec.bench import cli, stages, throughput
+from latentcodec.engine import stage_timer
+from latentcodec.engine.pipeline import HostPool
+from latentcodec.engine.stage_timer import recording, stage, staged
 
 TINY_SD = {
     **throughput.SD_VAE_CONFIG,
@@ -71,10 +77,91 @@ def test_suite_measures_engine_and_baseline_in_one_run(tmp_path):
 
 def test_cli_throughput_writes_json_and_plot(tmp_path, capsys):
     code = cli.main(
-        ["--device", "cpu", "throughput", "--models", "taef2", "--sizes", "16x16", "--batches", "2", "--calls", "1",
-         "--baseline-images", "1", "--json", str(tmp_path / "t.json"), "--plot", str(tmp_path / "t.png")]
+        ["--device", "cpu", "throughput", "--suite", "--models", "taef2", "--sizes", "16x16", "--batches", "2",
+         "--calls", "1", "--baseline-images", "1", "--json", str(tmp_path / "t.json"),
+         "--plot", str(tmp_path / "t.png")]
     )  # fmt: skip
     assert code == 0
     assert "engine/baseline" in capsys.readouterr().out
     assert json.loads((tmp_path / "t.json").read_text())["measurements"]
     assert (tmp_path / "t.png").exists()
+
+
+def test_stage_timer_records_nothing_when_no_recorder_is_active():
+    calls = []
+    counted = staged("counted")(lambda x: calls.append(x) or x)
+    assert stage("anything") is stage_timer.OFF  # one shared do-nothing context manager
+    with stage("anything"):
+        assert counted(1) == 1
+    with recording() as recorder:
+        pass
+    elsewhere = contextvars.copy_context()
+    with recording() as active:
+        elsewhere.run(counted, 2)  # a context that was copied before the recording: not recorded
+    with stage("after"):
+        counted(3)
+    assert calls == [1, 2, 3]
+    assert recorder.totals() == {} and active.totals() == {}
+
+
+class _WallClock:
+    """A device clock for the test: wall time stands in for the device's timeline."""
+
+    def mark(self) -> float:
+        return time.perf_counter()
+
+    def elapsed_ms(self, start: float, end: float) -> float:
+        return 1000 * (end - start)
+
+
+def _busy(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_stage_timer_nests_exclusively_and_follows_work_onto_host_threads():
+    pool = HostPool(1)
+    with recording(_WallClock()) as recorder:
+        with stage("search", device=True, scope=True):
+            _busy(0.02)
+            with stage("decoder network", device=True):
+                _busy(0.03)
+            pool.submit(staged("pack")(_busy), 0.01).result()
+        with stage("decoder network"):
+            _busy(0.01)
+    pool.shutdown()
+    totals = recorder.totals()
+    assert set(totals) == {"search", "search / decoder network", "search / pack", "decoder network"}
+    assert all(t.calls == 1 and t.cpu_s >= 0 and t.wall_s >= 0 for t in totals.values())
+    assert 0.02 <= totals["search"].cpu_s < 0.03  # the nested decode is taken out; the host thread's pack was not in
+    assert totals["search / decoder network"].cpu_s >= 0.03 and totals["search / pack"].cpu_s >= 0.01
+    assert totals["search"].device_s is not None and totals["search"].device_s < totals["search"].wall_s + 0.011
+    assert totals["decoder network"].device_s is None  # no device work marked
+
+
+def test_cli_throughput_times_the_default_and_the_plain_path_by_stage(tmp_path, capsys):
+    out = tmp_path / "paths.json"
+    code = cli.main(
+        ["--device", "cpu", "throughput", "--sizes", "48x32", "--batches", "2", "--scale", "0.5", "--json", str(out)]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "| encode | default | plain | default/plain |" in text and "| decode | default | plain |" in text
+    (report,) = json.loads(out.read_text())
+    assert report["model"] == "taef2-q2" and report["options"]["plain"]["entropy"] == "zstd"
+    assert report["streams"]["default"]["entropy"] == {"context": 2} and report["streams"]["plain"]["upscaled"] == 2
+    for run in report["runs"]:
+        assert run["images"] == 2 and run["images_per_s"] > 0 and run["cpu_s"] >= 0
+        rows = run["stages"]
+        assert [*stages.STAGES[run["direction"]], stages.UNTIMED] == [n for n in rows if " / " not in n]
+        assert all(v >= 0 for row in rows.values() for k, v in row.items() if k.endswith("_ms") and v is not None)
+        for name in ("encoder network", "entropy coding", "pack", "decoder network", "upscaler", "conversion"):
+            assert rows.get(name, {"calls": 1})["calls"] > 0
+    default_encode = next(r for r in report["runs"] if (r["path"], r["direction"]) == ("default", "encode"))
+    assert default_encode["stages"]["strength search / decoder network"]["calls"] > 0
+
+
+def test_cli_throughput_refuses_flags_of_the_other_part(tmp_path):
+    assert cli.main(["--device", "cpu", "throughput", "--plot", str(tmp_path / "p.png")]) == 2
+    assert cli.main(["--device", "cpu", "throughput", "--suite", "--scale", "0.5"]) == 2

@@ -7,8 +7,9 @@ step may see. After the fit, the weights are rounded to the engine's integers (i
 14-bit output weights), the tables re-estimated from the residuals the integer model sees, and the held-out images
 coded for real against zstd and the ``context`` method. Seeded.
 
-``latentcodec-lab train-passes OUTPUT --folders DATA...`` runs it; the shipped model is the default run on
-``../shared/data/photos`` (log: ``training/runs/passes_model_flux2.log``).
+``latentcodec-lab train-passes OUTPUT --folders DATA...`` runs it; the shipped ``passes`` model is the default run on
+``../shared/data/photos`` (log: ``training/runs/passes_model_v2_flux2.log``), ``passes_v1``'s the run with
+``--hidden 32 --side 0`` (log: ``training/runs/passes_model_flux2.log``).
 """
 
 from __future__ import annotations
@@ -31,30 +32,37 @@ from latentcodec.training.entropy_model import EntropyConfig, Sample, _frequenci
 
 @dataclass(frozen=True)
 class PassesConfig(EntropyConfig):
-    hidden: int = 32  # ReLU units per step (shared by the group's channels)
+    hidden: int = 128  # ReLU units per step (shared by the group's channels; the first model, passes_v1: 32)
+    side: int = 8  # side features (payload bytes): mean log-magnitudes of the first channels (passes_v1: none)
 
 
 class FloatPassesModel(torch.nn.Module):
     """The engine's model in floating point (same features and masks), for fitting."""
 
-    def __init__(self, channels: int, groups: int, hidden: int) -> None:
+    def __init__(self, channels: int, groups: int, hidden: int, side: int = 0) -> None:
         super().__init__()
-        self.channels, self.groups = channels, groups
-        steps, inputs, outputs = len(pm.PASSES) * groups, 2 * len(pm.OFFSETS) * channels, 2 * (channels // groups)
+        self.channels, self.groups, self.side = channels, groups, side
+        steps, outputs = len(pm.PASSES) * groups, 2 * (channels // groups)
+        inputs = 2 * len(pm.OFFSETS) * channels + side
         self.hidden_weights = torch.nn.Parameter(torch.randn(steps, inputs, hidden) * 0.01)
         self.hidden_bias = torch.nn.Parameter(torch.zeros(steps, hidden))
         self.out_z = torch.nn.Parameter(torch.zeros(steps, inputs, outputs))
         self.out_hidden = torch.nn.Parameter(torch.zeros(steps, hidden, outputs))
         self.out_bias = torch.nn.Parameter(torch.zeros(steps, outputs))
-        self.register_buffer("mask", pm.visible(channels, groups)[..., None].float())
+        self.register_buffer("mask", pm.visible(channels, groups, side)[..., None].float())
         self.register_buffer("log_table", pm.LOG_TABLE.float())
         # features as the network sees them while fitting: log-magnitudes back in natural-log units (the integer
         # model's weights absorb the factor), so both kinds of feature are of a size
         per_offset = torch.cat([torch.ones(channels), torch.full((channels,), 1 / pm.LOG_SCALE)])
-        self.register_buffer("feature_scale", per_offset.repeat(len(pm.OFFSETS)))
+        scale = torch.cat([per_offset.repeat(len(pm.OFFSETS)), torch.full((side,), 1 / pm.LOG_SCALE)])
+        self.register_buffer("feature_scale", scale)
 
     def features(self, q: torch.Tensor, p: int) -> torch.Tensor:
-        return pm.neighbourhoods(pm.with_logs(q, self.log_table), p) * self.feature_scale  # [B, n, F]
+        z = pm.neighbourhoods(pm.with_logs(q, self.log_table), p)
+        if self.side:  # the engine's integer side features of each crop, as its payload would carry them
+            side = pm.side_info(q.to(torch.int8), self.side).float()
+            z = torch.cat([z, side[:, None].expand(-1, z.shape[1], -1)], 2)
+        return z * self.feature_scale  # [B, n, F]
 
     def outputs(self, z: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and natural log-scale ``[..., Cg]`` of one step."""
@@ -128,7 +136,7 @@ def refit_tables(model: pm.PassesModel, samples: list[Sample], config: EntropyCo
     for sample in samples:
         for step in config.table_steps:
             grid = symbols(sample.latents, step).to(torch.int8)[None]
-            for _, keys, residuals in passes_coder._residuals(grid, model):
+            for _, keys, residuals in passes_coder._residuals(grid, model, pm.side_info(grid, model.side)):
                 cells = (keys * pm.ALPHABET + residuals).reshape(-1).numpy()
                 counts += np.bincount(cells, minlength=counts.size).reshape(counts.shape)
     smoothed = counts + config.prior_count * model.frequencies / float(1 << pm.PRECISION)
@@ -165,7 +173,9 @@ def report(model: pm.PassesModel, held_out: list[Sample], steps: tuple[float, ..
 
 
 def train(config: PassesConfig, log: Callable[[str], None] = print) -> pm.PassesModel:
-    fitted, fitting, held_out = fit(config, lambda c: FloatPassesModel(c, config.groups, config.hidden), log)
+    fitted, fitting, held_out = fit(
+        config, lambda c: FloatPassesModel(c, config.groups, config.hidden, config.side), log
+    )
     model = refit_tables(quantized(fitted, config), fitting, config)
     save(model, config.output)
     model = pm.load(config.output)  # what the engine reads (masked, checked)

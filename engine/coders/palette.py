@@ -12,6 +12,7 @@ from latentcodec.engine.coders.palette_fit import dither_indices, fit_palette, n
 from latentcodec.engine.coders.planes import as_bytes, channel_ranges, rms_error, to_device, unpack_ranges
 from latentcodec.engine.errors import CorruptStreamError
 from latentcodec.engine.format import MAX_PALETTE, CodingMode
+from latentcodec.engine.stage_timer import staged
 from latentcodec.kernels import ops as kernels
 
 _PARAMS = struct.Struct("<H")  # palette entries; then each channel's float16 lo, hi
@@ -63,6 +64,7 @@ class PaletteCoder(Coder):
         """Palette indices ``[B, H, W]`` of latents ``[B, C, H, W]``: dithered or nearest."""
         return (dither_indices if dither else nearest_indices)(latents, palettes, self.backend)
 
+    @staged("quantize", device=True)
     def encode(self, latents: torch.Tensor, options) -> CodedBatch:
         b = latents.shape[0]
         symbols, lo, hi, palettes = self.fit(latents, options.palette_size_value)
@@ -88,6 +90,7 @@ class PaletteCoder(Coder):
         k = self._parse(params, c)[0]
         return c * k + h * w * _index_bytes(k)
 
+    @staged("dequantize", device=True)
     def decode(
         self, params: list[bytes], planes: torch.Tensor, shape: LatentShape, out: Layout = FLOAT32
     ) -> torch.Tensor:

@@ -7,6 +7,7 @@ import torch
 from latentcodec.engine.coders.base import FLOAT32, CodedBatch, Coder, LatentShape, Layout, register_coder
 from latentcodec.engine.coders.planes import as_bytes, channel_ranges, rms_error, to_device, unpack_ranges
 from latentcodec.engine.format import CodingMode
+from latentcodec.engine.stage_timer import staged
 from latentcodec.kernels import ops as kernels
 
 
@@ -16,6 +17,7 @@ class Scalar8Coder(Coder):
 
     mode = CodingMode.SCALAR8
 
+    @staged("quantize", device=True)
     def encode(self, latents: torch.Tensor, options=None) -> CodedBatch:
         lo, hi = channel_ranges(latents)
         scale = ((hi - lo) / 255)[..., None, None]
@@ -27,6 +29,7 @@ class Scalar8Coder(Coder):
     def planes_size(self, params: bytes, shape: LatentShape) -> int:
         return shape[0] * shape[1] * shape[2]
 
+    @staged("dequantize", device=True)
     def decode(
         self, params: list[bytes], planes: torch.Tensor, shape: LatentShape, out: Layout = FLOAT32
     ) -> torch.Tensor:

@@ -11,6 +11,7 @@ from latentcodec.engine.coders.base import FLOAT32, CodedBatch, Coder, LatentSha
 from latentcodec.engine.coders.planes import as_bytes, rms_error, to_device
 from latentcodec.engine.errors import CorruptStreamError
 from latentcodec.engine.format import MAX_STEP, MIN_STEP, CodingMode
+from latentcodec.engine.stage_timer import staged
 from latentcodec.kernels import ops as kernels
 
 _PARAMS = struct.Struct("<fB")  # step (float32), symbol width in bytes
@@ -23,6 +24,7 @@ class UniformCoder(Coder):
 
     mode = CodingMode.UNIFORM
 
+    @staged("quantize", device=True)
     def encode(self, latents: torch.Tensor, options) -> CodedBatch:
         step = float(np.float32(options.step_value))  # as the header stores it
         b, c = latents.shape[:2]
@@ -45,6 +47,7 @@ class UniformCoder(Coder):
     def planes_size(self, params: bytes, shape: LatentShape) -> int:
         return self._parse(params)[1] * shape[0] * shape[1] * shape[2]
 
+    @staged("dequantize", device=True)
     def decode(
         self, params: list[bytes], planes: torch.Tensor, shape: LatentShape, out: Layout = FLOAT32
     ) -> torch.Tensor:

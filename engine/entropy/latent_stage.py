@@ -1,9 +1,9 @@
 """The latent symbols' entropy stage: the registry of entropy methods, which one codes a stream's symbols, and
 running it either way (or only measuring its rate).
 
-Modelled methods (``context``, the default, and ``passes``) code uniform int8 symbols of a latent space that has
-a shipped, sha256-pinned model for that method; everything else (palette, scalar8, int16 symbols, other latent
-spaces) is one zstd frame.
+Modelled methods (``passes``, the default, ``context`` and ``passes_v1``) code uniform int8 symbols of a latent
+space that has a shipped, sha256-pinned model for that method; everything else (palette, scalar8, int16 symbols,
+other latent spaces) is one zstd frame.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from latentcodec.engine.entropy import context_model as wavefront_model
 from latentcodec.engine.errors import CorruptStreamError, WeightsMismatchError, WeightsNotFoundError
 from latentcodec.engine.format import CodingMode, EntropyMethod
 from latentcodec.engine.models.weights import BUNDLED, file_sha256
+from latentcodec.engine.stage_timer import staged
 
 Shape = tuple[int, int, int]
 
@@ -37,7 +38,8 @@ class ModelledMethod:
 
 
 CONTEXT_SHA256 = "d43d155974866c118eb5842c388a3d083c3a5f265d0d422a1e84cf481e0a7d59"
-PASSES_SHA256 = "486fff01a7b540c054a3d232b376bc48fb280ebb8e4ed7c82ab0e8749673c0bb"
+PASSES_V1_SHA256 = "486fff01a7b540c054a3d232b376bc48fb280ebb8e4ed7c82ab0e8749673c0bb"
+PASSES_SHA256 = "e64f0e202d078f232a2a6fb970ff224d6eff6e29ddbe923d19f51cd18d67d969"
 METHODS: dict[EntropyMethod, ModelledMethod] = {
     EntropyMethod.CONTEXT: ModelledMethod(  # training/entropy_model.py (`latentcodec-lab train-entropy`)
         {"flux2": ("context_model_flux2.safetensors", CONTEXT_SHA256)},
@@ -45,8 +47,15 @@ METHODS: dict[EntropyMethod, ModelledMethod] = {
         context_coder.encode,
         context_coder.decode,
     ),
-    EntropyMethod.PASSES: ModelledMethod(  # training/passes_model.py (`latentcodec-lab train-passes`)
-        {"flux2": ("passes_model_flux2.safetensors", PASSES_SHA256)},
+    EntropyMethod.PASSES_V1: ModelledMethod(  # training/passes_model.py, `--hidden 32` (log: passes_model_flux2)
+        {"flux2": ("passes_model_flux2.safetensors", PASSES_V1_SHA256)},
+        passes_model.load,
+        passes_coder.encode,
+        passes_coder.decode,
+        passes_coder.code_length,
+    ),
+    EntropyMethod.PASSES: ModelledMethod(  # training/passes_model.py's defaults (`latentcodec-lab train-passes`)
+        {"flux2": ("passes_model_v2_flux2.safetensors", PASSES_SHA256)},
         passes_model.load,
         passes_coder.encode,
         passes_coder.decode,
@@ -89,6 +98,7 @@ def _symbols(planes: bytes, shape: Shape) -> np.ndarray:
     return np.frombuffer(planes, dtype=np.int8).reshape(shape)
 
 
+@staged("entropy coding")
 def compress(planes: bytes, method: EntropyMethod, shape: Shape, latent_space: str, level: int) -> bytes:
     """The payload of byte planes under ``method`` (one :func:`method_for` chose)."""
     if method == EntropyMethod.ZSTD:
@@ -104,6 +114,7 @@ def payload_bits(planes: bytes, method: EntropyMethod, shape: Shape, latent_spac
     return code_length(_symbols(planes, shape), model_for(method, latent_space))
 
 
+@staged("entropy decoding")
 def decompress(
     payload: bytes, method: EntropyMethod, mode: CodingMode, size: int, shape: Shape, latent_space: str
 ) -> bytes:

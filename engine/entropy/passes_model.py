@@ -6,7 +6,10 @@ its 3x3 neighbourhood in every channel (``OFFSETS``) where those symbols are alr
 passes in all channels, and its own position in earlier groups of its pass (:func:`visible`). Each symbol's
 distribution is a discretized logistic whose mean and log-scale come from one small network per step:
 
-- features ``z``: the 9 x C neighbourhood symbols and their log-magnitudes (``LOG_TABLE``), all int8;
+- features ``z``: the 9 x C neighbourhood symbols and their log-magnitudes (``LOG_TABLE``), all int8, then the
+  model's ``side`` features (none for ``passes_v1``): the mean log-magnitude of each of the first ``side``
+  channels over the whole grid, which the payload carries (:func:`side_info`), so that the first step, which sees
+  no symbol, still knows how coarse the symbols are;
 - a hidden layer of ``K`` ReLU units: ``h = relu(z @ Wh + bh)`` (int8 weights, an int8 x int8 -> int32 matrix
   product, ``torch._int_mm``: exact integer arithmetic on any device, thread count or BLAS);
 - the mean and log-scale of each of the group's channels, fixed point ``OUT_BITS``:
@@ -48,9 +51,10 @@ H_BITS = 8  # extra fractional bits of the hidden units' output weights
 EXACT_FLOAT = 1 << 52
 
 
-def visible(channels: int, groups: int) -> torch.Tensor:
-    """``[steps, 9 * 2C]`` booleans: which features each step may read (a neighbour's symbol and its log-magnitude
-    together: :func:`features` lays them out offset-major, then symbols before logs, then channel)."""
+def visible(channels: int, groups: int, side: int = 0) -> torch.Tensor:
+    """``[steps, 9 * 2C + side]`` booleans: which features each step may read (a neighbour's symbol and its
+    log-magnitude together: :func:`features` lays them out offset-major, then symbols before logs, then channel;
+    the side features, last, are seen by every step)."""
     size = channels // groups
     mask = torch.zeros(len(PASSES) * groups, len(OFFSETS), channels, dtype=torch.bool)
     for p, (pi, pj) in enumerate(PASSES):
@@ -61,7 +65,8 @@ def visible(channels: int, groups: int) -> torch.Tensor:
                     mask[p * groups + g, o] = True
                 elif o == CENTRE:
                     mask[p * groups + g, o, : g * size] = True
-    return torch.cat([mask, mask], -1).reshape(len(mask), -1)
+    mask = torch.cat([mask, mask], -1).reshape(len(mask), -1)
+    return torch.cat([mask, torch.ones(len(mask), side, dtype=torch.bool)], 1)
 
 
 def positions(height: int, width: int, pass_index: int) -> tuple[int, int]:
@@ -86,9 +91,20 @@ def neighbourhoods(grid: torch.Tensor, pass_index: int) -> torch.Tensor:
     return torch.stack(taps, 3).reshape(b, rows * cols, len(OFFSETS) * c)
 
 
-def features(grid: torch.Tensor, pass_index: int) -> torch.Tensor:
-    """``[B * n, 9 * 2C]`` int8 features of a pass's positions in an int8 grid ``[B, C, H, W]``."""
+def side_info(grid: torch.Tensor, side: int) -> torch.Tensor:
+    """``[B, side]`` int8: the mean log-magnitude feature of each of the first ``side`` channels of a grid
+    ``[B, C, H, W]``, rounded half up in integer arithmetic (at most ``LOG_TABLE``'s largest value)."""
+    total = LOG_TABLE.to(grid.device)[grid[:, :side].abs().long()].long().sum((2, 3))
+    count = max(1, grid.shape[2] * grid.shape[3])
+    return torch.div(2 * total + count, 2 * count, rounding_mode="floor").to(torch.int8)
+
+
+def features(grid: torch.Tensor, pass_index: int, side: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B * n, 9 * 2C + S]`` int8 features of a pass's positions in an int8 grid ``[B, C, H, W]``, with the
+    grid's side features ``[B, S]`` (if any) repeated at every position."""
     z = neighbourhoods(with_logs(grid, LOG_TABLE), pass_index)
+    if side is not None and side.shape[1]:
+        z = torch.cat([z, side[:, None].expand(-1, z.shape[1], -1).to(z.dtype)], 2)
     return z.reshape(-1, z.shape[-1])
 
 
@@ -111,7 +127,7 @@ def _int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class PassesModel(GroupedTables):
     """Integer parameters of one latent space's ``passes`` model (``steps = 4 * groups`` networks)."""
 
-    hidden_weights: torch.Tensor  # int8 [S, F, K] (F = 2 * 9 * C)
+    hidden_weights: torch.Tensor  # int8 [S, F, K] (F = 2 * 9 * C + side)
     hidden_bias: torch.Tensor  # int32 [S, K]
     out_high: torch.Tensor  # int8 [S, F, 2 * Cg]: Wz = 128 * high + low; mean columns, then log-scale
     out_low: torch.Tensor  # int8 [S, F, 2 * Cg]
@@ -125,6 +141,11 @@ class PassesModel(GroupedTables):
     @property
     def channels(self) -> int:
         return self.hidden_weights.shape[1] // (2 * len(OFFSETS))
+
+    @property
+    def side(self) -> int:
+        """How many side features (bytes of side information in a payload) the model reads (fewer than 18)."""
+        return self.hidden_weights.shape[1] % (2 * len(OFFSETS))
 
     @property
     def steps(self) -> int:
@@ -141,11 +162,18 @@ class PassesModel(GroupedTables):
         """``[tables, ALPHABET]`` float64: each table's code length of each residual in bits."""
         return torch.from_numpy(PRECISION - np.log2(self.frequencies.astype(np.float64)))
 
+    @cached_property
+    def on_features(self) -> torch.Tensor:
+        """``[S, F, K + 4 Cg]`` int8: each step's weights on the features, hidden units then the output's high and
+        low planes, for one integer product per step."""
+        return torch.cat([self.hidden_weights, self.out_high, self.out_low], 2).contiguous()
+
     def contexts(self, z: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Centres and table keys ``[n, Cg]`` (int64) of one step's symbols from their features ``z``."""
-        device = z.device
-        hidden = (_int_mm(z, self.hidden_weights[step].to(device)) + self.hidden_bias[step].to(device)).clamp_min(0)
-        high, low = _int_mm(z, self.out_high[step].to(device)), _int_mm(z, self.out_low[step].to(device))
+        device, units = z.device, self.hidden_weights.shape[2]
+        products = _int_mm(z, self.on_features[step].to(device))
+        hidden = (products[:, :units] + self.hidden_bias[step].to(device)).clamp_min(0)
+        high, low = products[:, units:].chunk(2, dim=1)
         on_hidden = (hidden.double() @ self.out_hidden[step].to(device).double()).long() >> H_BITS
         out = 128 * high.long() + low.long() + on_hidden + self.out_bias[step].to(device)
         mean, log_scale = out.chunk(2, dim=1)
@@ -172,7 +200,7 @@ def load(path: Path) -> PassesModel:
             frequencies=frequencies,
             groups=int(scalars[2]),
         )
-        mask = visible(model.channels, model.groups)[..., None]
+        mask = visible(model.channels, model.groups, model.side)[..., None]
     except (TypeError, KeyError, RuntimeError, ZeroDivisionError) as exc:
         raise WeightsMismatchError(f"{path} is not a passes model this version reads: {exc}") from None
     if frequencies.ndim != 2 or (frequencies.sum(1) != 1 << PRECISION).any() or frequencies.shape[1] != ALPHABET:

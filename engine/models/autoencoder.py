@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from latentcodec.engine.format import FINGERPRINT_BYTES
+from latentcodec.engine.models.bicubic import Grid, Span, bicubic_block, reads
 from latentcodec.engine.models.lowres import run_layer
-from latentcodec.engine.models.upscaler import bicubic
+from latentcodec.engine.models.upscaler import Upscaler, bicubic
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class LatentAutoencoder(nn.Module):
         self.decoder = decoder
         self.fingerprint = fingerprint
         self.encoder_global_from, self.decoder_local_from = encoder_global_from, decoder_local_from
-        self.upscaler: nn.Module | None = None  # resizes downscaled streams' images (bicubic without one)
+        self.upscaler: Upscaler | None = None  # resizes downscaled streams' images (bicubic without one)
 
     def _to_network_range(self, images: torch.Tensor) -> torch.Tensor:
         lo, hi = self.spec.image_range
@@ -81,6 +82,18 @@ class LatentAutoencoder(nn.Module):
         if self.upscaler is None:
             return bicubic(rgb, size)
         return self.upscaler(rgb, size)
+
+    def upscale_reads(self, n_in: int, n_out: int, span: Span) -> torch.Tensor:
+        """The decoded image's samples that outputs ``span`` of :meth:`upscale` read, along a side of ``n_in`` resized
+        to ``n_out`` (rows or columns alike)."""
+        return reads(n_in, n_out, span) if self.upscaler is None else self.upscaler.reads(n_in, n_out, span)
+
+    def upscale_block(self, source: Grid, size: tuple[int, int], rows: Span, cols: Span) -> torch.Tensor:
+        """Block ``rows x cols`` (even starts) of :meth:`upscale`'s output from the decoded samples in ``source``
+        (those :meth:`upscale_reads` names): what the whole resize makes there, to about 1e-6."""
+        if self.upscaler is None:
+            return bicubic_block(source, size, rows, cols)
+        return self.upscaler.block(source, size, rows, cols)
 
     def branches(self, sigma: torch.Tensor | None) -> list[tuple[int, torch.Tensor | None]]:
         """Which decoder (branch) decodes which rows (``None``: every row) of images with noise levels ``sigma``:

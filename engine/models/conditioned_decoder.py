@@ -46,5 +46,6 @@ class ConditionedTinyDecoder(nn.Module):
             x = self.decoder[index](x) if run is None else run(self.decoder[index], x)
             if index in FILM_AFTER:
                 scale, shift = self.film[FILM_AFTER.index(index)](features)[:, :, None, None].chunk(2, dim=1)
-                x = x * (1 + scale) + shift
+                # in place when no gradient is taken (the same numbers, without two more feature maps)
+                x = x * (1 + scale) + shift if torch.is_grad_enabled() else x.mul_(1 + scale).add_(shift)
         return x
