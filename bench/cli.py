@@ -377,6 +377,23 @@ def cmd_scale(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_latents(args: argparse.Namespace) -> int:
+    from latentcodec.bench import latents
+
+    paths = [
+        p for folder in args.folders for p in _benchmark_images(argparse.Namespace(folder=folder, limit=args.limit))
+    ]
+    rows = latents.run(paths, args.size, args.steps, args.entropies.split(","))
+    print(
+        f"{len(paths)} latents of {args.size}x{args.size} images (TAEF2, flux2 space); PSNR against the float latents' "
+        "decode; src loss: dB of PSNR against the source lost to the float latents'"
+    )
+    print_table(rows, latents.COLUMNS)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return EXIT_OK
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from importlib import import_module
 
@@ -496,6 +513,15 @@ def build_parser() -> argparse.ArgumentParser:
     scl.add_argument("--step", type=float, default=2.0)
     scl.add_argument("--json", help="write the rows here")
     scl.set_defaults(run=cmd_scale)
+
+    lat = sub.add_parser("latents", help="latent caches: fp16, bf16, uint8 affine, zstd and latent streams")
+    lat.add_argument("folders", nargs="+", help="image folders (e.g. ../shared/data/photos ../shared/data/kodak)")
+    lat.add_argument("--limit", type=int, default=3, help="the first N images of each folder (default 3)")
+    lat.add_argument("--size", type=int, default=512, help="center-crop and resize to SIZE x SIZE (default 512)")
+    lat.add_argument("--steps", type=float, nargs="+", default=[0.05, 0.1, 0.15, 0.2], help="uniform steps")
+    lat.add_argument("--entropies", default="passes,context", help="entropy coders of our modes (comma-separated)")
+    lat.add_argument("--json", help="write the rows here")
+    lat.set_defaults(run=cmd_latents)
 
     fzz = sub.add_parser("fuzz", help="decode mutated streams: each must decode or raise a library error")
     fzz.add_argument("--count", type=int, default=10000)

@@ -2,7 +2,7 @@
 
 The "denoised" columns are what a stream naming the denoiser gives (its default strength); the "auto" columns
 what ``encode(..., denoiser="auto")`` gives: the encoder decodes the stream without the denoiser and at each
-strength (:mod:`~latentcodec.engine.search`) and keeps the best; the same choice is made here from the same
+strength (:mod:`~latentcodec.engine.strength_search`) and keeps the best; the same choice is made here from the same
 decodes.
 """
 

@@ -41,7 +41,7 @@ def symbols_at(codec: Codec, rgb: torch.Tensor, scale: float, step: float) -> np
     if scale < 1:
         size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[2] * scale)))
         rgb = F.interpolate(rgb[None], size=size, mode="bicubic", antialias=True)[0].clamp(0, 1)
-    latents = codec.encode_latents(rgb[None])[0].cpu()
+    latents = codec.latents_of(rgb[None])[0].cpu()
     return torch.round(latents / step).clamp(-127, 127).to(torch.int8).numpy()
 
 

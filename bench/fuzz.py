@@ -20,6 +20,8 @@ import numpy as np
 
 from latentcodec.engine.codec import Codec
 from latentcodec.engine.errors import EngineError
+from latentcodec.engine.format import EntropyMethod
+from latentcodec.engine.options import EncodeOptions
 
 
 def seed_streams(codec: Codec) -> list[bytes]:
@@ -31,7 +33,8 @@ def seed_streams(codec: Codec) -> list[bytes]:
     streams = [codec.encode(rgb, denoiser=None, **options) for options in settings]
     streams.append(codec.encode(rgba, mode="uniform", denoiser=None))
     streams.append(codec.encode(rgb[:, :, 0], mode="uniform", step=2.0, denoiser=None))
-    streams.append(codec.encode(rgb, mode="uniform", step=1.0, entropy="zstd", denoiser=None))
+    others = [m.label for m in EntropyMethod if m != EncodeOptions().entropy]  # the default's streams are above
+    streams += [codec.encode(rgb, mode="uniform", step=1.0, entropy=method, denoiser=None) for method in others]
     return streams
 
 

@@ -33,7 +33,7 @@ def float_psnr(codec: Codec, image: np.ndarray) -> float:
     from latentcodec.engine.images import to_uint8
 
     rgb = torch.from_numpy(image.transpose(2, 0, 1).copy()).float().div(255)[None]
-    decoded = codec.decode_latents(codec.encode_latents(rgb))[0, :, : image.shape[0], : image.shape[1]]
+    decoded = codec.images_of(codec.latents_of(rgb))[0, :, : image.shape[0], : image.shape[1]]
     return psnr(image, to_uint8(decoded).permute(1, 2, 0).numpy())
 
 

@@ -19,8 +19,10 @@ import argparse
 import io
 import json
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, fields
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING, TypeVar
 from PIL import Image
 from tqdm import tqdm
 
-from latentcodec.bindings.cli_outputs import ALPHA_FORMATS, IMAGE_FORMATS, image_format, plan_outputs
+from latentcodec.bindings.cli_outputs import ALPHA_FORMATS, IMAGE_FORMATS, LATENT_FORMATS, image_format, plan_outputs
 from latentcodec.bindings.cli_report import Done, Report
 from latentcodec.engine.errors import InvalidInputError, LatentCodecError
 from latentcodec.engine.format import DEFAULT_MODEL
@@ -43,6 +45,7 @@ if TYPE_CHECKING:  # type hints only: each command imports what it runs (torch o
     from latentcodec.engine.options import EncodeOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+SERVICE_ROUTES = "POST /encode, POST /decode, GET /health, GET /metrics, GET /openapi.json"
 T = TypeVar("T")
 
 # the global flags: (flag, argparse keywords); every subcommand accepts them too
@@ -61,8 +64,8 @@ GLOBAL_FLAGS: tuple[tuple[str, dict], ...] = (
     (
         "--source",
         {
-            "help": "where sd-vae or taesd load from: a hub id or folder (default: $LATENTCODEC_SD_VAE or "
-            "$LATENTCODEC_TAESD, else the model's hub id, from this machine only)"
+            "help": "where sd-vae, taesd or flux2-vae load from: a hub id or folder (default: $LATENTCODEC_SD_VAE, "
+            "$LATENTCODEC_TAESD or $LATENTCODEC_FLUX2_VAE, else the model's hub id, from this machine only)"
         },
     ),
 )
@@ -184,6 +187,12 @@ def batches(items: Sequence[T], size: int) -> list[Sequence[T]]:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
+    if args.latents:
+        from latentcodec.bindings.cli_latents import cmd_encode_latents
+
+        return cmd_encode_latents(args)
+    if hasattr(args, "target_rmse") or args.latent_space:
+        raise UserError("--target-rmse and --latent-space code latent files: they need --latents")
     options = options_from(args)
     outputs = outputs_of(args, ".lcz", {".lcz"})
     check_model(args.model)
@@ -241,16 +250,25 @@ class DecodeJob:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    outputs = outputs_of(args, "." + args.format, IMAGE_FORMATS)
+    if args.latents:
+        from latentcodec.bindings.cli_latents import cmd_decode_latents
+
+        return cmd_decode_latents(args)
+    outputs = outputs_of(args, "." + (args.format or "png"), IMAGE_FORMATS)
     formats = [_image_format(out) for out in outputs]
     with Report(args.style, len(args.inputs), "decode") as report:
         jobs = [_decode_job(*job, report) for job in zip(args.inputs, outputs, formats, strict=True)]
         jobs = [job for job in jobs if job is not None]
         for job in jobs:
             _check_alpha(job)
-        for model in sorted({job.stream.model for job in jobs}):
-            _decode_all(args, model, [job for job in jobs if job.stream.model == model], report)
+        for model in sorted({_model_of(job, args) for job in jobs}):
+            _decode_all(args, model, [job for job in jobs if _model_of(job, args) == model], report)
         return EXIT_OK if report.finish() else EXIT_FAILED
+
+
+def _model_of(job: DecodeJob, args: argparse.Namespace) -> str:
+    """The model that decodes a stream: its own; a latent stream's, ``--model`` (a model of its latent space)."""
+    return job.stream.model or args.model
 
 
 def _image_format(path: Path) -> str:
@@ -328,6 +346,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.ray:
+        return _serve_on_ray(args)
     from latentcodec.bindings.http_server import CodecServer
 
     limits, address = _service_limits(args), (args.host, args.port)
@@ -339,13 +359,55 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise _cannot_listen(address, exc) from None
     host, port = server.server_address[:2]
-    routes = "POST /encode, POST /decode, GET /health, GET /metrics, GET /openapi.json"
-    print(f"latentcodec: serving {args.model} on http://{host}:{port} ({routes})", flush=True)
+    print(f"latentcodec: serving {args.model} on http://{host}:{port} ({SERVICE_ROUTES})", flush=True)
     try:
         server.serve_forever()
     finally:
         server.server_close()
     return EXIT_OK
+
+
+def _serve_on_ray(args: argparse.Namespace) -> int:
+    """``serve --ray``: the same app on Ray Serve (:mod:`latentcodec.bindings.ray_serve`) until SIGINT or SIGTERM."""
+    limits = _service_limits(args)
+    check_model(args.model)
+    if args.address is None:  # a local cluster: its proxy listens here
+        _check_address((args.host, args.port))
+    if args.min_replicas is not None and args.max_replicas is not None and args.min_replicas > args.max_replicas:
+        raise UserError(f"--min-replicas {args.min_replicas} is over --max-replicas {args.max_replicas}")
+    try:
+        from latentcodec.bindings import ray_serve
+    except ImportError as exc:
+        raise UserError(f"serve --ray needs Ray Serve: pip install 'latentcodec[serve]' ({exc})") from None
+    config = ray_serve.ReplicaConfig(
+        args.model, args.device, args.batch_size, args.tile, args.source, args.max_latency_ms, limits
+    )
+    bounds = {"min_replicas": args.min_replicas, "max_replicas": args.max_replicas}
+    try:
+        with ray_serve.deployed(config, args.host, args.port, address=args.address, **bounds):
+            where = f"http://{args.host}:{args.port}"
+            print(f"latentcodec: serving {args.model} on Ray Serve at {where} ({SERVICE_ROUTES})", flush=True)
+            return 128 + _wait_for_signal()
+    except ValueError as exc:  # replica bounds the cluster cannot meet
+        raise UserError(str(exc)) from None
+
+
+def _wait_for_signal() -> int:
+    """Block until SIGINT or SIGTERM arrives; its number."""
+    received: list[int] = []
+    arrived = threading.Event()
+
+    def note(number: int, _frame: object) -> None:
+        received.append(number)
+        arrived.set()
+
+    previous = {number: signal.signal(number, note) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        arrived.wait()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    return received[0]
 
 
 def _service_limits(args: argparse.Namespace) -> ServiceLimits:
@@ -420,15 +482,26 @@ def build_parser() -> argparse.ArgumentParser:
     enc = sub.add_parser("encode", help="encode images to .lcz streams")
     enc.add_argument("inputs", nargs="+", type=Path)
     enc.add_argument("-o", "--output", help=output_help)
+    enc.add_argument("--latents", action="store_true", help="inputs are latent files (.safetensors, .npy) to code")
+    enc.add_argument("--latent-space", help="the latent space of --latents inputs (default: --model's)")
     add_report_flags(enc)
     add_option_arguments(enc)
+    enc.add_argument(
+        "--target-rmse",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="with --latents (uniform mode): the coarsest step whose RMS latent error is at most this",
+    )
     enc.set_defaults(run=cmd_encode)
 
     dec = sub.add_parser("decode", help="decode .lcz streams to images")
     dec.add_argument("inputs", nargs="+", type=Path)
     dec.add_argument("-o", "--output", help=output_help + "; a file's suffix names its format")
-    suffixes = sorted(suffix[1:] for suffix in IMAGE_FORMATS)
-    dec.add_argument("--format", default="png", choices=suffixes, help="image format of outputs named after inputs")
+    suffixes = sorted(suffix[1:] for suffix in [*IMAGE_FORMATS, *LATENT_FORMATS])
+    dec.add_argument(
+        "--format", choices=suffixes, help="format of outputs named after inputs (default: png; --latents: safetensors)"
+    )
+    dec.add_argument("--latents", action="store_true", help="write each stream's latents (.safetensors, .npy)")
     dec.add_argument("--no-denoise", action="store_true", help="skip the denoiser a stream asks for")
     dec.add_argument("--max-pixels", type=int, help="refuse streams declaring more pixels (untrusted input)")
     add_report_flags(dec)
@@ -452,6 +525,11 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-pending", type=int, default=defaults.max_pending, help="queued requests before 503")
     srv.add_argument("--timeout", type=float, default=defaults.timeout_s, help="seconds a socket may stay silent")
     srv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $LATENTCODEC_TOKEN)")
+    on_ray = srv.add_argument_group("on Ray Serve (pip install 'latentcodec[serve]')")
+    on_ray.add_argument("--ray", action="store_true", help="deploy on Ray Serve: one replica per GPU (else per CPU)")
+    on_ray.add_argument("--address", help="join this Ray cluster ('auto': the running one; default: start one)")
+    on_ray.add_argument("--min-replicas", type=int, help="autoscaling floor (default: --max-replicas)")
+    on_ray.add_argument("--max-replicas", type=int, help="autoscaling ceiling (default: the cluster's GPUs, or CPUs)")
     srv.set_defaults(run=cmd_serve)
     from latentcodec.bindings.dataset_cli import add_dataset_parser
 

@@ -6,7 +6,8 @@
   inputs. Otherwise it names the one output file; with several inputs that is a mistake.
 - Missing folders are created when the first output is written; a folder that could not be created or written
   is a mistake. So is an output that would overwrite an input or another output.
-- Decoded images take the format their suffix names (``--format`` in a folder); other suffixes are mistakes.
+- Decoded images take the format their suffix names (``--format`` in a folder); other suffixes are mistakes. So
+  do latent files (``--latents``: ``.safetensors`` or ``.npy``).
 
 Mistakes raise ValueError with a one-line message.
 """
@@ -28,6 +29,7 @@ IMAGE_FORMATS = {
     ".bmp": "BMP",
 }
 ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
+LATENT_FORMATS = {".safetensors": "safetensors", ".npy": "npy"}  # latents (``--latents``): suffix -> format
 
 
 def plan_outputs(inputs: Sequence[Path], output: str | None, suffix: str, file_suffixes: Collection[str]) -> list[Path]:

@@ -34,6 +34,9 @@ def add_dataset_parser(sub: argparse._SubParsersAction) -> None:
         parser.add_argument("--format", choices=("files", "parquet"), default="files", help="output layout")
         if direction == "encode":
             add_option_arguments(parser)
+            parser.add_argument("--latents", action="store_true", help="write latent streams of --model's space")
+            parser.add_argument("--target-rmse", type=float, default=argparse.SUPPRESS, help="with --latents: "
+                                "the coarsest uniform step whose RMS latent error is at most this")  # fmt: skip
         else:
             parser.add_argument("--no-denoise", action="store_true", help="skip the denoiser streams ask for")
         parser.set_defaults(run=cmd_dataset)
@@ -44,7 +47,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
         from latentcodec.bindings import ray as dataset_jobs
     except ImportError as exc:
         raise UserError(f"dataset jobs need Ray: pip install 'latentcodec[ray]' ({exc})") from None
-    options = options_from(args).as_dict() if args.direction == "encode" else {"denoise": not args.no_denoise}
+    options = _options(args)
     with _quiet_ray(dataset_jobs, args.address), progress_bar(None, f"dataset {args.direction}") as bar:
         try:
             run = dataset_jobs.encode_dataset if args.direction == "encode" else dataset_jobs.decode_dataset
@@ -53,6 +56,23 @@ def cmd_dataset(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from None
     _summarize(report, args.dest)
     return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def _options(args: argparse.Namespace) -> dict:
+    """The job's keywords: encode options (latent options with ``--latents``), or the decode's."""
+    if args.direction == "decode":
+        return {"denoise": not args.no_denoise}
+    if not args.latents:
+        if hasattr(args, "target_rmse"):
+            raise UserError("--target-rmse needs --latents")
+        return options_from(args).as_dict()
+    from latentcodec.bindings.cli_latents import _latent_options
+
+    _latent_options(args)  # UserError for image options or bad values, before Ray starts
+    return {"latents": True, **{name: getattr(args, name) for name in _LATENT_NAMES if hasattr(args, name)}}
+
+
+_LATENT_NAMES = ("mode", "quality", "step", "palette_size", "dither", "entropy", "level", "target_rmse")
 
 
 def _job_args(args: argparse.Namespace) -> dict:

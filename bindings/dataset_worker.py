@@ -12,6 +12,7 @@ from typing import Literal
 
 import numpy as np
 
+from latentcodec.bindings.dataset_latents import latent_streams
 from latentcodec.bindings.dataset_store import (
     STREAM_SUFFIX,
     Location,
@@ -41,6 +42,7 @@ class Job:
     batch_size: int = 8
     tile: int | None = None
     options: dict = field(default_factory=dict)  # encode options, or {"denoise": bool} for decoding
+    latents: bool = False  # encode to latent streams (options: LatentOptions'), not image streams
 
     @property
     def suffix(self) -> str:
@@ -64,7 +66,9 @@ class CodecWorker:
         credits = [str(c) for c in batch["credit"]] if "credit" in batch else [""] * len(keys)
         fresh = [i for i in range(len(keys)) if not digests[i] or digests[i] != credits[i]]
         readable = [i for i in fresh if digests[i]]
-        results = dict(zip(readable, self._run([payloads[i] for i in readable]), strict=True))
+        results = dict(
+            zip(readable, self._run([payloads[i] for i in readable], [keys[i] for i in readable]), strict=True)
+        )
         part = part_name([keys[i] for i in fresh]) if self.job.format == "parquet" else None
         records, rows = [], {name: [] for name in _row_fields(self.job.direction)}
         for index, key in enumerate(keys):
@@ -113,9 +117,11 @@ class CodecWorker:
                 payloads.append(f"cannot read {path}: {exc}")
         return payloads
 
-    def _run(self, payloads: list[bytes]) -> list:
+    def _run(self, payloads: list[bytes], keys: list[str]) -> list:
         """One result per payload; a library error that stops the whole batch (missing weights) is each one's."""
         try:
+            if self.job.direction == "encode" and self.job.latents:
+                return latent_streams(self.codec, payloads, keys, self.job.options)
             if self.job.direction == "encode":
                 return self.codec.encode_batch(payloads, **self.job.options)
             decoded = self.codec.decode_batch(payloads, denoise=self.job.options.get("denoise", True))

@@ -1,11 +1,11 @@
 """The HTTP service under uvicorn: one event loop, h11 framing, the operator's connection and time limits.
 
 uvicorn parses every request (h11: one ``Content-Length`` of ASCII digits or chunks, bounded heads; anything else
-is a 400 and a closed connection), caps connections (``limit_concurrency``: past ``max_connections``, a request
-gets 503 and its connection is closed), closes idle keep-alive connections and shuts down gracefully (no new
-connections; every accepted request is answered, then the queue finishes). It does not time out a connection
-that has yet to send a whole request head, nor bound the body it drops after an early answer: the protocol here
-adds both (``timeout_s`` for a head, ``DRAIN_FACTOR`` times ``max_body`` bytes dropped).
+is a 400 and a closed connection), answers 503 and closes where the operator's cap is reached, closes idle
+keep-alive connections and shuts down gracefully (no new connections; every accepted request is answered, then
+the queue finishes). It does not time out a connection that has yet to send a whole request head, nor bound the
+body it drops after an early answer, and its cap counts requests as well as connections: the protocol here adds
+``timeout_s`` for a head, ``DRAIN_FACTOR`` times ``max_body`` bytes dropped, and a cap of connections alone.
 """
 
 from __future__ import annotations
@@ -29,12 +29,17 @@ if TYPE_CHECKING:
 
 class BoundedH11(H11Protocol):
     """uvicorn's h11 protocol, with a deadline for each request head (``timeout_keep_alive`` seconds from the
-    connection opening or the previous answer) and a bound on the bytes dropped after an early answer."""
+    connection opening or the previous answer), a bound on the bytes dropped after an early answer, and a cap on
+    open connections: one opened past ``max_connections`` gets uvicorn's 503 for its request, and is closed."""
 
     max_drop = 0  # set by the server's subclass
+    max_connections = 0
 
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
         super().connection_made(transport)
+        # uvicorn's own limit_concurrency counts running requests too, and a keep-alive client briefly holds two
+        # (its answered one still finishing): counting connections alone, as they open, is the cap the operator set
+        self.limit_concurrency = 0 if len(self.connections) > self.max_connections else None
         self._deadline(restart=True)
 
     def on_response_complete(self) -> None:
@@ -87,12 +92,13 @@ class CodecServer:
         self.server_address: tuple[str, int] = self.socket.getsockname()[:2]
         self.app = create_app(codec, self.limits, max_latency_ms=max_latency_ms)
         self.queue = self.app.state.service.queue
-        protocol = type("Protocol", (BoundedH11,), {"max_drop": DRAIN_FACTOR * self.limits.max_body})
+        caps = {"max_drop": DRAIN_FACTOR * self.limits.max_body, "max_connections": self.limits.max_connections}
+        protocol = type("Protocol", (BoundedH11,), caps)
         config = uvicorn.Config(
             self.app,
             http=protocol,
+            loop="asyncio",  # as tested, whether or not uvloop is installed (ray[serve] brings it)
             lifespan="on",
-            limit_concurrency=self.limits.max_connections + 1,  # uvicorn counts the connection asking
             timeout_keep_alive=self.limits.timeout_s,  # type: ignore[arg-type]  (a float serves)
             timeout_graceful_shutdown=None,  # every accepted request is answered (each bounded by timeout_s)
             log_config=None,

@@ -42,6 +42,7 @@ from latentcodec.bindings.http_openapi import openapi
 from latentcodec.bindings.pillow_plugin import MIME
 from latentcodec.engine.errors import BusyError, EngineError, LatentCodecError, LimitError
 from latentcodec.engine.options import EncodeOptions, parse_bool
+from latentcodec.engine.queue import RequestQueue
 
 if TYPE_CHECKING:
     from latentcodec.engine.codec import Codec
@@ -104,8 +105,6 @@ class Service:
     """The routes of one service: requests in, through ``limits``, to ``queue``."""
 
     def __init__(self, codec: Codec, limits: ServiceLimits, max_latency_ms: float) -> None:
-        from latentcodec.engine.queue import RequestQueue
-
         self.limits, self.metrics = limits, Metrics(ROUTES)
         self.queue = RequestQueue(
             codec, max_latency_ms=max_latency_ms, max_pending=limits.max_pending, on_batch=self.metrics.batch

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
+from latentcodec.bindings.dataset_latents import LATENT_SUFFIXES, latent_options
 from latentcodec.bindings.dataset_store import (
     MANIFEST,
     PARTS,
@@ -100,7 +101,8 @@ def encode_dataset(source, dest, **kwargs) -> Report:
     list of paths or URIs, a Parquet file or folder (``image_column``, ``key_column``) or WebDataset shards
     (``*.tar``); any pyarrow filesystem. Keywords: ``format``, ``address``, ``workers``, ``gpus_per_worker``,
     ``model``, ``device``, ``batch_size``, ``tile``, ``progress`` (:class:`Progress`) and the encode options
-    (:class:`EncodeOptions`). Raises :class:`CollidingInputsError` before any work when two inputs would share an
+    (:class:`EncodeOptions`). ``latents=True``: latent streams of the model's latent space instead (the options
+    :class:`LatentOptions`'). Raises :class:`CollidingInputsError` before any work when two inputs would share an
     output (``a.png`` and ``a.jpg``: ``a.lcz``)."""
     return _run("encode", source, dest, **kwargs)
 
@@ -129,20 +131,24 @@ def _run(
     key_column: str = "path",
     progress: Progress | None = None,
     options: dict | None = None,
+    latents: bool = False,
     **encode_options,
 ) -> Report:
     if format not in ("files", "parquet"):
         raise ValueError(f"format must be 'files' or 'parquet', not {format!r}")
-    if direction == "encode":
+    if direction == "encode" and latents:
+        options = latent_options(encode_options)  # invalid options fail here, before any work
+    elif direction == "encode":
         from latentcodec.engine.options import EncodeOptions
 
         options = EncodeOptions(**encode_options).as_dict()  # invalid options fail here, before any work
     elif encode_options:
         raise TypeError(f"unexpected options for decoding: {sorted(encode_options)}")
-    job = Job(direction, os.fspath(dest), format, model, device, batch_size, tile, options or {})
+    job = Job(direction, os.fspath(dest), format, model, device, batch_size, tile, options or {}, latents)
     connect(address)
     target = Location.of(job.dest)
-    dataset, keys, source_fs, others = _dataset(direction, source, image_column, key_column)
+    suffixes = IMAGE_SUFFIXES | set(LATENT_SUFFIXES) if latents else IMAGE_SUFFIXES
+    dataset, keys, source_fs, others = _dataset(direction, source, image_column, key_column, suffixes)
     check_one_to_one(keys, (lambda key: output_name(key, job.suffix)) if format == "files" else str)
     credits = _credits(target, job, keys)
     if progress is not None:
@@ -224,7 +230,7 @@ def _latest(records: list[dict]) -> list[dict]:
     return list({record["path"]: record for record in records}.values())
 
 
-def _dataset(direction: Direction, source, image_column: str, key_column: str):
+def _dataset(direction: Direction, source, image_column: str, key_column: str, inputs=IMAGE_SUFFIXES):
     """(Ray dataset of ``key`` and ``path`` or ``bytes`` rows, every key, the filesystem workers read from, the
     keys of the files a source folder holds that are not inputs, but for an earlier job's manifest)."""
     text = os.fspath(source) if isinstance(source, (str, os.PathLike)) else ""
@@ -236,7 +242,7 @@ def _dataset(direction: Direction, source, image_column: str, key_column: str):
         return data, keys, None, []
     if text.endswith(".tar") or (isinstance(source, (list, tuple)) and str(source[0]).endswith(".tar")):
         return (*_webdataset(source), [])
-    suffixes = IMAGE_SUFFIXES if direction == "encode" else {STREAM_SUFFIX}
+    suffixes = inputs if direction == "encode" else {STREAM_SUFFIX}
     inputs = list_inputs(source, suffixes)
     items = [{"key": k, "path": p} for k, p in zip(inputs.keys, inputs.paths, strict=True)]
     others = [key for key in inputs.others if key != MANIFEST]

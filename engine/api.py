@@ -12,6 +12,7 @@ from latentcodec.engine.codec import Codec
 from latentcodec.engine.errors import LatentCodecError, ModelError
 from latentcodec.engine.info import StreamInfo, StreamInput, info, read_stream
 from latentcodec.engine.intake import ImageInput
+from latentcodec.engine.latent_spaces import renderer
 from latentcodec.engine.models import DEFAULT_MODEL, get_spec
 from latentcodec.engine.pipeline import Progress
 from latentcodec.engine.results import Result
@@ -41,31 +42,39 @@ def encode_batch(images: Sequence[ImageInput], *, model: str = DEFAULT_MODEL, **
 
 
 def decode(
-    data: StreamInput, *, denoise: bool = True, max_pixels: int | None = None, models: Collection[str] | None = None
+    data: StreamInput,
+    *,
+    model: str | None = None,
+    denoise: bool = True,
+    max_pixels: int | None = None,
+    models: Collection[str] | None = None,
 ) -> Image.Image:
     """Decode latentcodec bytes (or the file at a path) with the model that made them (and the denoiser it names,
-    unless ``denoise`` is False). For untrusted bytes, ``max_pixels`` bounds the work and ``models`` the
-    autoencoders a stream may ask for (default: any registered one whose weights are on this machine; nothing is
-    ever downloaded unless its source is named or ``LATENTCODEC_DOWNLOAD=1``)."""
-    return decode_batch([data], denoise=denoise, max_pixels=max_pixels, models=models)[0].unwrap()
+    unless ``denoise`` is False; ``model``, if given, must be that one). A latent stream renders with ``model``, any
+    model of its latent space (default: the space's default). For untrusted bytes, ``max_pixels`` bounds the work
+    and ``models`` the autoencoders a stream may ask for (default: any registered one whose weights are on this
+    machine; nothing is ever downloaded unless its source is named or ``LATENTCODEC_DOWNLOAD=1``)."""
+    return decode_batch([data], model=model, denoise=denoise, max_pixels=max_pixels, models=models)[0].unwrap()
 
 
 def decode_batch(
     streams: Sequence[StreamInput],
     *,
+    model: str | None = None,
     progress: Progress | None = None,
     denoise: bool = True,
     max_pixels: int | None = None,
     models: Collection[str] | None = None,
 ) -> list[Result[Image.Image]]:
-    """Decode many streams (bytes or paths; of any models, or of ``models``); one :class:`Result` per stream."""
+    """Decode many streams (bytes or paths; of any models, or of ``models``; latent streams with ``model`` when
+    given); one :class:`Result` per stream."""
     results: list[Result[Image.Image] | None] = [None] * len(streams)
     by_model: dict[str, list[int]] = {}
     read: dict[int, bytes] = {}  # files are read once, here: routing needs the header
     for index, source in enumerate(streams):
         try:
             read[index] = data = read_stream(source)
-            model_id = bitstream.unpack(data).header.model_id
+            model_id = renderer(bitstream.unpack(data).header, model)
             get_spec(model_id)
             if models is not None and model_id not in models:
                 raise ModelError(f"stream asks for model {model_id!r}; this decoder allows {sorted(models)}")

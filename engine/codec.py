@@ -10,8 +10,13 @@ from PIL import Image
 from latentcodec.engine.decoder import DecodedImage, Decoder
 from latentcodec.engine.devices import resolve_device
 from latentcodec.engine.encoder import Encoder
+from latentcodec.engine.errors import NotAStreamError
 from latentcodec.engine.info import StreamInput
 from latentcodec.engine.intake import ImageInput, prepare, prepare_tensor
+from latentcodec.engine.latent_intake import LatentInput, batch_items
+from latentcodec.engine.latent_options import LatentOptions
+from latentcodec.engine.latent_spaces import space_of_model
+from latentcodec.engine.latent_streams import LatentStreams
 from latentcodec.engine.models import DEFAULT_MODEL, get_spec
 from latentcodec.engine.options import EncodeOptions
 from latentcodec.engine.pipeline import BatchPipeline, Outcomes, Progress
@@ -30,6 +35,8 @@ class Codec:
     """Encoder and decoder bound to one model, device and dtype.
 
     Batch methods return one :class:`Result` per input, in order; an item's failure never affects the others.
+    Images are coded by ``encode*``/``decode*``; latents of the model's latent space by ``encode_latents*`` (and
+    ``decode_latents*`` gives any stream's latents); ``latents_of``/``images_of`` run the networks alone.
     ``graphs`` (default: on for CUDA) runs the network passes through static bucketed batches, captured as
     CUDA graphs on GPU. ``channels_last`` sets the activation layout. ``compile`` runs the passes through
     ``torch.compile`` (one-off compile cost of seconds to a minute per pass). ``host_threads`` sizes the pool
@@ -70,6 +77,7 @@ class Codec:
         self.pipeline = BatchPipeline(batch_size, host_threads)
         self.decoder = Decoder(self.session, self.pipeline)
         self.encoder = Encoder(self.session, self.pipeline, self.decoder)
+        self.latent_streams = LatentStreams(self.pipeline, device, backend)
 
     model_id = _from_session("model_id", "The autoencoder's registry id.")
     device = _from_session("device", "The torch device every pass runs on.")
@@ -129,8 +137,27 @@ class Codec:
         self.encoder.encode(ready, plan, outcomes)
         return [r.unwrap() for r in outcomes.results()]
 
-    def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
-        """Float latents ``[B, C, h, w]`` (on the codec's device) of RGB images ``[B, 3, H, W]`` in [0, 1]."""
+    def encode_latents(self, latents: LatentInput, *, options: LatentOptions | None = None, **overrides) -> bytes:
+        """A latent stream of one latent ``[C, h, w]`` (or ``[1, C, h, w]``) of this model's latent space (tensor or
+        array; float16, bfloat16, float32 or float64). Options (keywords, or ``options=``): :class:`LatentOptions`."""
+        return self.encode_latents_batch([latents], options=options, **overrides)[0].unwrap()
+
+    def encode_latents_batch(
+        self,
+        latents: LatentInput | Sequence[LatentInput],
+        *,
+        progress: Progress | None = None,
+        options: LatentOptions | None = None,
+        **overrides,
+    ) -> list[Result[bytes]]:
+        """Latent streams of a ``[B, C, h, w]`` batch or a sequence of latents; one :class:`Result` per latent."""
+        space = space_of_model(self.model_id)
+        items, resolved = batch_items(latents), LatentOptions.resolve(options, overrides)
+        return self.latent_streams.encode(items, space, resolved, progress)
+
+    def latents_of(self, images: torch.Tensor) -> torch.Tensor:
+        """The encoder pass alone: float32 latents ``[B, C, h, w]`` (on the codec's device) of RGB images
+        ``[B, 3, H, W]`` (uint8, or float in [0, 1])."""
         return self.session.latents(images).float().contiguous()
 
     # ----------------------------------------------------------------------------------------- decoding
@@ -169,8 +196,22 @@ class Codec:
         self.decoder.decode(streams, outcomes, to_pil=False, denoise=denoise)
         return outcomes.results()
 
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """RGB images ``[B, 3, H, W]`` in [0, 1] (float32, CPU) from latents ``[B, C, h, w]``."""
+    def decode_latents(self, data: StreamInput, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The latents ``[C, h, w]`` (on the codec's device) of one stream of any model or latent space: a latent
+        stream's, or an image stream's coded latents (its whole grid). No network runs."""
+        if isinstance(data, torch.Tensor):
+            raise NotAStreamError("decode_latents reads a stream; Codec.images_of(latents) runs the decoder")
+        return self.decode_latents_batch([data], dtype=dtype)[0].unwrap()
+
+    def decode_latents_batch(
+        self, streams: Sequence[StreamInput], *, progress: Progress | None = None, dtype: torch.dtype = torch.float32
+    ) -> list[Result[torch.Tensor]]:
+        """The latents of many streams; one :class:`Result` per stream."""
+        return self.latent_streams.decode(streams, dtype, progress)
+
+    def images_of(self, latents: torch.Tensor) -> torch.Tensor:
+        """The decoder pass alone: RGB images ``[B, 3, H, W]`` in [0, 1] (float32, CPU) of latents ``[B, C, h, w]``
+        (no denoiser; a conditioned decoder is told noise level 0)."""
         sigma = torch.zeros(latents.shape[0], dtype=self.dtype)
         return self.session.decode(latents.to(self.device, self.dtype), sigma).float().cpu()
 

@@ -21,6 +21,7 @@ from latentcodec.engine.errors import LimitError, ModelMismatchError
 from latentcodec.engine.format import ColorKind
 from latentcodec.engine.images import finish
 from latentcodec.engine.info import StreamInput, read_stream
+from latentcodec.engine.latent_spaces import check_renders
 from latentcodec.engine.pipeline import BatchPipeline, Outcomes
 from latentcodec.engine.results import Result
 from latentcodec.engine.runner import HostCopy
@@ -87,6 +88,7 @@ class Decoder:
             sigma = torch.tensor(levels, dtype=session.dtype)
             if streamed(job.header):  # alone in its batch (see key); the latents go to the bands alone
                 across, bands = session.decode_bands(latents_of(members), sigma, job.denoiser)
+                job.planes = b""  # decoded: up to 64 MB no longer needed
                 image = finish_bands(session, bands, across, job.header, job.alpha, to_pil)
                 return [Result(_done(image if to_pil else DecodedImage(image, job.alpha, job.header.kind)))]
             decoded = session.decode(latents_of(members), sigma, job.denoiser)
@@ -142,7 +144,9 @@ class Decoder:
         return ref.denoiser_id, loaded.schedule_key(ref.noise_level, header.mode)
 
     def check_model(self, header: Header) -> None:
-        """Raise ModelMismatchError unless the session's model made the stream."""
+        """Raise ModelMismatchError unless the session's model made the stream (a latent stream: decodes its space)."""
+        if header.latent_space is not None:
+            return check_renders(header, self.session.spec)
         model_id, model = self.session.model_id, self.session.model
         if header.model_id != model_id:
             raise ModelMismatchError(f"stream was made by model {header.model_id!r}; this codec uses {model_id!r}")

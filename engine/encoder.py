@@ -1,5 +1,6 @@
 """The encode path: prepared images -> (device) encoder pass, refinement and quantization kernels -> (host)
-entropy-coded, packed streams. Targets and the denoiser strength are searched by :mod:`~latentcodec.engine.search`."""
+entropy-coded, packed streams. Targets are searched by :mod:`~latentcodec.engine.search`, the denoiser strength
+by :mod:`~latentcodec.engine.strength_search`."""
 
 from __future__ import annotations
 

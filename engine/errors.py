@@ -9,6 +9,10 @@ class InvalidImageError(LatentCodecError, ValueError):
     """The input is not an image the codec can encode (wrong type, shape, size or data)."""
 
 
+class InvalidLatentsError(LatentCodecError, ValueError):
+    """The input is not latents the codec can encode (wrong type, dtype, shape, channels, size or values)."""
+
+
 class InvalidInputError(LatentCodecError, ValueError):
     """An input cannot be read at all (a missing or unreadable file)."""
 

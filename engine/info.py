@@ -17,7 +17,8 @@ class StreamInfo:
     """What a stream's header says, without decoding it."""
 
     version: int
-    model: str
+    model: str  # the model that made an image stream ("" for a latent stream)
+    latent_space: str | None  # a latent stream's latent space (None for an image stream)
     fingerprint: str
     mode: str
     entropy: str
@@ -71,6 +72,7 @@ def info(data: StreamInput) -> StreamInfo:
     return StreamInfo(
         version=h.version,
         model=h.model_id,
+        latent_space=h.latent_space,
         fingerprint=h.fingerprint.hex(),
         mode=h.mode.label,
         entropy=h.entropy.label,

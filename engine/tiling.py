@@ -114,7 +114,7 @@ class TilePolicy:
 
 
 Pass = Callable[..., torch.Tensor]  # (inputs [B, C, h, w], *per-item tensors [B]) -> outputs [B, C', h', w']
-Bands = Iterator[tuple[int, torch.Tensor]]  # (first row, rows [B, C, n, W]) of an output, top to bottom
+Bands = Iterator[tuple[int, torch.Tensor]]  # (first row, rows [B, C, n, W]) of an output, top to bottom (or columns)
 
 
 def run_tiled(
@@ -185,7 +185,7 @@ def tiled_bands(
         result = fn(tiles, *(extra[members] for extra in extras))
         if band is None:
             length = (height if across else width) // cell * out_cell
-            band = torch.zeros((batch, result.shape[1], held, length), device=result.device)
+            band = torch.zeros((batch, result.shape[1], held, length), dtype=torch.float32, device=result.device)
         for row, (b, r, c) in enumerate(places_rc):
             weight = row_weights[r].to(result.device)[:, None] * col_weights[c].to(result.device)[None, :]
             (r0, r1), (c0, c1) = rows[r], cols[c]

@@ -32,16 +32,20 @@ def dequantize_planes(
     signed: bool,
     out: torch.Tensor,
 ) -> torch.Tensor:
-    """``symbol * scale + offset`` into ``out`` ``[B, C, H, W]`` (its dtype and strides), from byte planes."""
-    b = planes.shape[0]
-    n = shape[0] * shape[1] * shape[2]
-    parts = planes.reshape(b, nbytes, n).to(torch.int32)
-    q = sum(parts[:, i] << (8 * i) for i in range(nbytes))
-    if signed:
-        half = 1 << (8 * nbytes - 1)
-        q = torch.where(q >= half, q - 2 * half, q)
-    v = q.reshape(b, *shape).float() * scale[:, :, None, None] + offset[:, :, None, None]
-    return out.copy_(v)
+    """``symbol * scale + offset`` into ``out`` ``[B, C, H, W]`` (its dtype and strides), from byte planes; a few
+    channels at a time, so the temporaries stay small at any size."""
+    b, (c, h, w) = planes.shape[0], shape
+    parts = planes.reshape(b, nbytes, c, h * w)
+    step = max(1, (1 << 20) // (b * h * w))  # channels per round
+    for start in range(0, c, step):
+        q = sum(parts[:, i, start : start + step].to(torch.int32) << (8 * i) for i in range(nbytes))
+        if signed:
+            half = 1 << (8 * nbytes - 1)
+            q = torch.where(q >= half, q - 2 * half, q)
+        rows = slice(start, start + step)
+        v = q.reshape(b, -1, h, w).float() * scale[:, rows, None, None] + offset[:, rows, None, None]
+        out[:, rows].copy_(v)
+    return out
 
 
 def palette_nearest(x: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:

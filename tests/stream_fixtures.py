@@ -82,6 +82,14 @@ PASSES_CASES: tuple[tuple[str, int, tuple[int, int, int, int], str, dict], ...] 
         {"entropy": "passes_v1", "target_bpp": 0.2, "rate_search": "every"},
     ),
 )
+# the second passes model (side information; the default entropy method since it arrived), strengths decided in
+# batched window decodes, rate control climbing the scales
+PASSES2_CASES: tuple[tuple[str, int, tuple[int, int, int, int], str, dict], ...] = (
+    ("passes2-default", 23, (300, 200, 428, 296), "RGB", {"entropy": "passes"}),
+    ("passes2-step2-plain", 5, (100, 100, 196, 164), "RGB", {"entropy": "passes", "step": 2.0, "denoiser": None}),
+    ("passes2-coarse-greyscale", 8, (200, 100, 337, 221), "L", {"entropy": "passes", "step": 4.0}),
+    ("passes2-target-bpp", 19, (300, 300, 396, 396), "RGB", {"entropy": "passes", "target_bpp": 0.2}),
+)
 
 
 def case_image(kodak: Path, index: int, box: tuple[int, int, int, int], mode: str) -> Image.Image:
@@ -119,7 +127,7 @@ def stream_digests(kodak: Path) -> dict[str, dict]:
     context = [(*case[:4], {**old, "entropy": "context", **case[4]}) for case in CONTEXT_CASES]
     cases = [(*case[:4], {**old, "entropy": "zstd", **case[4]}) for case in CASES] + context
     switched = [(*case[:4], {**old, "entropy": "context", **case[4]}) for case in SWITCHED_CASES]
-    switched += list(PASSES_CASES)
+    switched += [*PASSES_CASES, *PASSES2_CASES]
     cases = [("taef2", *case) for case in cases] + [("taef2-q2", *case) for case in switched]
     for model, name, index, box, mode, options in cases:
         data = codecs[model].encode(case_image(kodak, index, box, mode), **options)

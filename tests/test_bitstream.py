@@ -59,7 +59,7 @@ def test_specific_errors():
     with pytest.raises(ChecksumError):
         bitstream.unpack(data[:-1] + bytes([data[-1] ^ 1]))
     with pytest.raises(UnsupportedVersionError):
-        bitstream.unpack(data[:4] + b"\x05" + data[5:])
+        bitstream.unpack(data[:4] + bytes([bitstream.VERSION + 1]) + data[5:])
     with pytest.raises(CorruptStreamError, match="outside the supported range"):
         huge = bitstream.pack(Stream(_header(width=70000, coded_width=70000), b"p", b"l"))
         bitstream.unpack(huge)

@@ -188,6 +188,7 @@ def test_commands_that_need_no_model_never_import_torch(tmp_path):
         f"assert main(['info', {str(stream)!r}]) == 0\n"
         "try:\n    main(['encode', '--help'])\nexcept SystemExit:\n    pass\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "assert 'ray' not in sys.modules, 'ray imported'\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -237,6 +238,11 @@ def test_serve_on_a_port_in_use_says_so_in_one_line(capsys, no_model, codec):
         assert err == f"latentcodec: error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
         with pytest.raises(OSError, match="in use"):  # not AttributeError from the cleanup
             CodecServer(("127.0.0.1", port), codec)
+
+
+def test_serve_on_ray_refuses_bad_replica_bounds_before_starting_ray(capsys, no_model):
+    assert main(["serve", "--ray", "--port", "0", "--min-replicas", "3", "--max-replicas", "2"]) == 2
+    assert capsys.readouterr().err == "latentcodec: error: --min-replicas 3 is over --max-replicas 2\n"
 
 
 def test_global_flags_go_before_or_after_the_command_and_help_shows_defaults():

@@ -53,7 +53,7 @@ def test_extreme_symbols_round_trip(model):
 @pytest.mark.parametrize("step", [0.5, 2.0])
 def test_real_latents_cost_fewer_bytes_than_zstd(model, codec, kodak_crop, step):
     rgb = torch.from_numpy(np.array(kodak_crop)).permute(2, 0, 1).float() / 255
-    symbols = torch.round(codec.encode_latents(rgb[None])[0] / step).clamp(-127, 127).to(torch.int8).numpy()
+    symbols = torch.round(codec.latents_of(rgb[None])[0] / step).clamp(-127, 127).to(torch.int8).numpy()
     assert len(context_coder.encode(symbols, model)) < 0.85 * len(zstd.compress(symbols.tobytes()))
 
 

@@ -15,7 +15,7 @@ from shared_inputs import SHARED, as_array, kodak_path, train_tiny_denoiser
 import latentcodec
 from latentcodec.bench.metrics import psnr
 from latentcodec.engine import bitstream, stream_edits, strength_search
-from latentcodec.engine.coders import PaletteCoder
+from latentcodec.engine.coders import PaletteCoder, rms_error, simulate
 from latentcodec.engine.denoise import latent_denoiser, registry
 from latentcodec.engine.denoise.latent_denoiser import LatentDenoiser
 from latentcodec.engine.errors import ModelError, ModelMismatchError
@@ -146,7 +146,7 @@ def test_training_quantizes_crops_like_the_codec():
     samples = []
     for image in images:
         palettes = [PaletteCoder().fit(image[None], size)[3] for size in (4, 8, 16)]
-        noise = [training.noise_level(training._dithered(image[None], p), image[None]).item() for p in palettes]
+        noise = [simulate(image[None], mode="palette", palette_size=size).noise.item() for size in (4, 8, 16)]
         samples.append(training.Sample(image, torch.zeros(3, 8, 8), [p[0] for p in palettes], noise))
     crops = images[..., :8, :8]
     quantized, sigma = training.quantize(crops, samples, torch.Generator().manual_seed(0), config)
@@ -157,13 +157,13 @@ def test_training_quantizes_crops_like_the_codec():
         ]
         exact = [int(d.max() == 0) for d in distances]
         assert sum(exact) == 1 and sigma[row] == samples[row].palette_noise[exact.index(1)]
-    for row in (0, 2):  # uniform rows: multiples of one step, with the whole image's noise level
+    for row in (0, 2):  # uniform rows: the coder's symbols of one step, with the whole image's recorded noise level
         values = quantized[row].unique()
-        step = values.abs()[values != 0].min()
-        assert torch.allclose(values / step, (values / step).round(), atol=1e-4)
-        whole = training.noise_level(training._uniform(images[row], step.item())[None], images[row][None])
-        assert torch.allclose(sigma[row], whole[0], rtol=1e-4)
-        assert sigma[row] > 1.2 * training.noise_level(quantized[row][None], crops[row][None])[0]
+        step = values.abs()[values != 0].min().item()
+        assert torch.equal(quantized[row], simulate(crops[row][None], mode="uniform", step=step).latents[0])
+        whole = simulate(images[row][None], mode="uniform", step=step).noise
+        assert torch.allclose(sigma[row], whole[0], rtol=1e-3)
+        assert sigma[row] > 1.2 * rms_error(crops[row][None], quantized[row][None])[0]
 
 
 def test_training_validates_on_whole_held_out_images_as_the_codec_decodes_them(tmp_path, codec):
@@ -362,5 +362,5 @@ def test_auto_strength_in_a_batch_of_int8_and_int16_symbols(codec, kodak_crop, m
     streams = [r.unwrap() for r in codec.encode_batch([flat, kodak_crop], step=step)]
     assert [bitstream.unpack(s).params[-1] for s in streams] == [1, 2]  # symbol widths: int8, then int16
     rgb = torch.from_numpy(np.array(kodak_crop)).permute(2, 0, 1)[None].float() / 255
-    expected = torch.round(codec.encode_latents(rgb)[0] / step).clamp(-32767, 32767) * step
+    expected = torch.round(codec.latents_of(rgb)[0] / step).clamp(-32767, 32767) * step
     assert torch.allclose(seen[0][1], expected, atol=1e-5)

@@ -284,6 +284,23 @@ def test_a_body_left_unread_by_an_early_answer_is_dropped_for_a_while_only(guard
     assert answer.startswith(b"HTTP/1.1 401")
 
 
+def test_a_body_left_unread_is_dropped_up_to_four_times_the_limit_only(codec):
+    server = CodecServer(("127.0.0.1", 0), codec, limits=ServiceLimits(max_body=1 << 16, timeout_s=10, token="s3cret"))
+    server.serve_in_background()
+    try:
+        with socket.create_connection(server.server_address, timeout=10) as sock:
+            sock.sendall(b"POST /encode HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
+            started = time.monotonic()
+            with contextlib.suppress(OSError):  # the server closes the connection while this sends
+                for _ in range(64):
+                    sock.sendall(bytes(1 << 14))  # 1 MiB in all: past the 256 KiB it drops after its 401
+            _closed_within(sock, 5)
+        assert time.monotonic() - started < 5  # closed for the bytes, long before the 10 s deadline
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # 6. option types are checked up front --------------------------------------------------------------------------------
 
 

@@ -97,7 +97,7 @@ def test_the_side_information_is_each_first_channels_mean_log_magnitude_and_payl
 def test_side_information_makes_coarse_steps_cheap(codec, kodak_crop):
     """The first step of the first passes model saw no symbol and no scale: coarse symbols cost far more."""
     rgb = torch.from_numpy(np.array(kodak_crop)).permute(2, 0, 1).float() / 255
-    symbols = torch.round(codec.encode_latents(rgb[None])[0] / 4.0).clamp(-127, 127).to(torch.int8).numpy()
+    symbols = torch.round(codec.latents_of(rgb[None])[0] / 4.0).clamp(-127, 127).to(torch.int8).numpy()
     first, current = (latent_stage.model_for(m, "flux2") for m in (EntropyMethod.PASSES_V1, EntropyMethod.PASSES))
     assert len(passes_coder.encode(symbols, current)) < 0.85 * len(passes_coder.encode(symbols, first))
 
@@ -105,7 +105,7 @@ def test_side_information_makes_coarse_steps_cheap(codec, kodak_crop):
 @pytest.mark.parametrize("step", [0.5, 2.0])
 def test_real_latents_cost_about_what_the_wavefront_context_costs(model, codec, kodak_crop, step):
     rgb = torch.from_numpy(np.array(kodak_crop)).permute(2, 0, 1).float() / 255
-    symbols = torch.round(codec.encode_latents(rgb[None])[0] / step).clamp(-127, 127).to(torch.int8).numpy()
+    symbols = torch.round(codec.latents_of(rgb[None])[0] / step).clamp(-127, 127).to(torch.int8).numpy()
     ours, theirs = len(passes_coder.encode(symbols, model)), len(zstd.compress(symbols.tobytes()))
     wavefront = len(context_coder.encode(symbols, latent_stage.context_model("flux2")))
     assert ours < 0.85 * theirs and ours < 1.08 * wavefront

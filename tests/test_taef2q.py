@@ -40,7 +40,7 @@ def test_taef2q_streams_record_the_noise_level_their_decoder_is_told(kodak_crop)
     details = latentcodec.info(data)
     assert details.model == "taef2-q" and details.version == 4 and details.decoder_noise_level > 0.1
     assert latentcodec.info(codec.encode(kodak_crop, step=2.0, denoiser=None, entropy="zstd")).version == 3
-    latents = codec.encode_latents(torch.from_numpy(np.asarray(kodak_crop)).permute(2, 0, 1)[None].float() / 255)
+    latents = codec.latents_of(torch.from_numpy(np.asarray(kodak_crop)).permute(2, 0, 1)[None].float() / 255)
     measured = ((latents / 2).round() * 2 - latents).square().mean().sqrt().item()
     assert details.decoder_noise_level == pytest.approx(measured, rel=2e-3)  # float16 in the header
     decoded = codec.decode(data)

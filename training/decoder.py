@@ -2,10 +2,10 @@
 
 Images: ``../shared/data/photos`` (natural photos, first) and ``../shared/data/train`` (aerial, greyscale); never
 Kodak. Each image is encoded once by TAEF2's encoder at the rate-control scales (1, 0.71, 0.5, 0.35), as the
-codec encodes downscaled operating points. Each step draws latent crops and quantizes them as the codec does:
-uniform steps (log-uniform), dithered palettes fitted on the window around the crop, or scalar8; the noise level
-the decoder is told is the RMS error over that window, as the encoder records it for the whole image. The loss
-follows what people see: L1 + MS-SSIM (3 scales) + L1 of image gradients (edges), scored away from crop borders.
+codec encodes downscaled operating points. Each step draws latent crops and quantizes them through the codec's own
+coders (``Coder.simulate``): uniform steps (log-uniform), dithered palettes fitted on the window around the crop, or
+scalar8; the noise level the decoder is told is the window's, as the encoder records it for the whole image. The
+loss follows what people see: L1 + MS-SSIM (3 scales) + L1 of image gradients (edges), scored away from crop borders.
 
 Seeded; checkpoints every ``checkpoint_every`` steps and resumes from the last one; ends by scoring the held-out
 photos at the codec's operating points against the original decoder and writing fp16 safetensors.
@@ -24,12 +24,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from latentcodec.engine.coders import PaletteCoder, rms_error
-from latentcodec.engine.coders.palette_fit import dither_indices
+from latentcodec.engine.coders import simulate
 from latentcodec.engine.images import image_files, pad_to_multiple, psnr, to_array
 from latentcodec.engine.models import load_model
 from latentcodec.engine.models.conditioned_decoder import ConditionedTinyDecoder
-from latentcodec.kernels import ops as kernels
 from latentcodec.training.common import cached, fit, save_fp16, training_main
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -104,21 +102,18 @@ def encode_images(paths: list[Path], config: TrainConfig, log=print) -> list[lis
 
 
 def quantize(window: torch.Tensor, kind: str, generator: torch.Generator, config: TrainConfig):
-    """A latent window ``[C, H, W]`` quantized as the codec would (``kind``: uniform, palette, scalar8), and its
-    RMS error: the noise level the stream records."""
+    """A latent window ``[C, H, W]`` quantized by the codec's coder of mode ``kind`` (uniform, palette, scalar8), and
+    its noise level as the stream records it. The window stands for a whole image: palettes, scalar8 ranges and the
+    noise level are the window's."""
     u = float(torch.rand((), generator=generator))
     if kind == "uniform":
-        step = math.exp(math.log(config.min_step) + u * math.log(config.max_step / config.min_step))
-        quantized = torch.round(window / step) * step
+        knobs = {"step": math.exp(math.log(config.min_step) + u * math.log(config.max_step / config.min_step))}
     elif kind == "palette":
-        size = 2 ** (3 + int(u * 6))  # 8..256
-        palette = PaletteCoder().fit(window[None], size)[3]
-        quantized = kernels.palette_lookup(dither_indices(window[None], palette), palette)[0]
+        knobs = {"palette_size": 2 ** (3 + int(u * 6))}  # 8..256
     else:
-        lo, hi = window.flatten(1).amin(1)[:, None, None], window.flatten(1).amax(1)[:, None, None]
-        scale = (hi - lo).clamp_min(1e-6) / 255
-        quantized = torch.round((window - lo) / scale) * scale + lo
-    return quantized, rms_error(window[None], quantized[None])[0]
+        knobs = {}
+    quantized, sigma = simulate(window[None], mode=kind, **knobs)
+    return quantized[0], sigma[0]
 
 
 def draw_batch(samples: list[Sample], generator: torch.Generator, config: TrainConfig):
@@ -241,12 +236,7 @@ def validate(model: ConditionedTinyDecoder, paths: list[Path], config: TrainConf
             reference = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)
             rgb = _scaled(image, scale)
             latents = base.encode(pad_to_multiple(rgb[None].float() / 255, 8))
-            if kind == "uniform":
-                quantized = torch.round(latents / knob) * knob
-            else:
-                palette = PaletteCoder().fit(latents, knob)[3]
-                quantized = kernels.palette_lookup(dither_indices(latents, palette), palette)
-            sigma = rms_error(latents, quantized)
+            quantized, sigma = simulate(latents, mode=kind, **{"step" if kind == "uniform" else "palette_size": knob})
             decodes = (base.decode(quantized), model(quantized, sigma))
             row = []
             for decoded in decodes:

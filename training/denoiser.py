@@ -1,11 +1,12 @@
 """Training the latent denoiser on TAEF2 latents of a training folder (never the Kodak benchmark).
 
 Each training image is used as it is, mirrored and at half size (``augment``). Each step draws random latent
-crops, quantizes them the way the codec does (uniform steps of random size; dithering with the whole image's
-palette of a random size, fitted as the encoder fits it), and fits the denoiser to predict the clean latents:
-latent MSE plus the MSE of decoded image crops (frozen decoder) against the original pixels. The noise level
-the denoiser is given is the whole image's, as the encoder records it, not the crop's. The run ends with the
-gain on the whole held-out images at the gain bench's six operating points. Seeded and CPU-feasible (README).
+crops, quantizes them through the codec's coders (``Coder.simulate``: uniform steps of random size; dithering with
+the whole image's palette of a random size, fitted by the palette coder), and fits the denoiser to predict the
+clean latents: latent MSE plus the MSE of decoded image crops (frozen decoder) against the original pixels. The
+noise level the denoiser is given is the whole image's, as the encoder records it, not the crop's. The run ends
+with the gain on the whole held-out images at the gain bench's six operating points. Seeded and CPU-feasible
+(README).
 
 ``latentcodec-lab train-denoiser DATA OUT [options]`` runs it.
 """
@@ -24,14 +25,13 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from latentcodec.bench.denoise import OPERATING_POINTS
-from latentcodec.engine.coders import PaletteCoder, rms_error
-from latentcodec.engine.coders.palette_fit import dither_indices
+from latentcodec.engine.coders import PaletteCoder, simulate
 from latentcodec.engine.denoise import latent_denoiser
 from latentcodec.engine.denoise.latent_denoiser import LatentDenoiser
 from latentcodec.engine.format import CodingMode
 from latentcodec.engine.images import image_files, psnr, to_array
 from latentcodec.engine.models import LatentAutoencoder, load_model
-from latentcodec.engine.search import STRENGTHS
+from latentcodec.engine.strength_search import STRENGTHS
 from latentcodec.kernels import ops as kernels
 from latentcodec.training.common import add_config_arguments, cached
 
@@ -65,7 +65,7 @@ class Sample:
     latents: torch.Tensor  # [C, h, w] float32
     image: torch.Tensor  # [3, 8h, 8w] float32 in [0, 1] (cropped to whole latents)
     palettes: list[torch.Tensor]  # [K, C] as the encoder stores them, one per size of palette_sizes()
-    palette_noise: list[float]  # the whole image's RMS error dithered with each of them
+    palette_noise: list[float]  # the whole image's noise level coded with each of them, as the stream records it
 
 
 def palette_sizes(config: TrainConfig) -> list[int]:
@@ -107,7 +107,7 @@ def encode_folder(paths: list[Path], model: LatentAutoencoder, config: TrainConf
             image = image[:, :h, :w].contiguous()
             latents = model.encode(image[None])
             palettes = [coder.fit(latents, size)[3] for size in sizes]
-            noise = [noise_level(_dithered(latents, palette), latents).item() for palette in palettes]
+            noise = [simulate(latents, mode="palette", palette_size=size).noise.item() for size in sizes]
             group.append(Sample(latents[0], image, [palette[0] for palette in palettes], noise))
         groups.append(group)
     return groups
@@ -119,11 +119,9 @@ def modes(batch: int) -> torch.Tensor:
 
 
 def _dithered(latents: torch.Tensor, palettes: torch.Tensor) -> torch.Tensor:
-    return kernels.palette_lookup(dither_indices(latents, palettes), palettes)
-
-
-def _uniform(latents: torch.Tensor, step: float) -> torch.Tensor:
-    return torch.round(latents / step).clamp(-32767, 32767) * step
+    """Latent crops ``[B, C, h, w]`` dithered with given palettes ``[B, K, C]`` (their whole images'), by the palette
+    coder's own steps: a crop's own palette is not what the codec would use."""
+    return kernels.palette_lookup(PaletteCoder().indices(latents, palettes), palettes)
 
 
 def quantize(
@@ -131,24 +129,19 @@ def quantize(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Latent crops ``[B, C, h, w]`` of the samples ``picks`` quantized like the codec (even rows with uniform
     steps, odd rows dithered with their image's palette of one size), and the noise level ``[B]`` the encoder
-    would record: the RMS error over the whole image."""
+    would record: the whole image's."""
     out, sigma = torch.empty_like(latents), torch.empty(len(latents))
     for i in range(0, latents.shape[0], 2):
         u = float(torch.rand((), generator=generator))
         step = math.exp(math.log(config.min_step) + u * math.log(config.max_step / config.min_step))
-        out[i] = _uniform(latents[i], step)
-        sigma[i] = noise_level(_uniform(picks[i].latents, step)[None], picks[i].latents[None])[0]
+        out[i] = simulate(latents[i : i + 1], mode="uniform", step=step).latents[0]
+        sigma[i] = simulate(picks[i].latents[None], mode="uniform", step=step).noise[0]
     rows = latents[1::2]
     if len(rows):
         rung = int(torch.randint(len(picks[1].palettes), (), generator=generator))
         out[1::2] = _dithered(rows, torch.stack([pick.palettes[rung] for pick in picks[1::2]]))
         sigma[1::2] = torch.tensor([pick.palette_noise[rung] for pick in picks[1::2]])
     return out, sigma
-
-
-def noise_level(quantized: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-    """RMS quantization error per image ``[B]``: the denoiser's conditioning, as the encoder records it."""
-    return rms_error(latents, quantized)
 
 
 def _crops(samples: list[Sample], n: int, size: int, generator: torch.Generator, down: int):
@@ -233,7 +226,7 @@ def _encoded(paths: list[Path], model: LatentAutoencoder, config: TrainConfig) -
         "paths": [p.name for p in paths],
         "augment": config.augment,
         "palettes": palette_sizes(config),
-        "noise": "whole image",
+        "noise": "whole image, as recorded",
         "crop": config.crop,
         "model": config.model,
     }
@@ -272,12 +265,7 @@ def validate(
             continue
         rows = []
         for sample in samples:
-            latents = sample.latents[None]
-            if mode == CodingMode.UNIFORM:
-                quantized = _uniform(latents, options["step"])
-            else:
-                quantized = _dithered(latents, sample.palettes[sizes.index(options["palette_size"])][None])
-            sigma = noise_level(quantized, latents)
+            quantized, sigma = simulate(sample.latents[None], **options)
             decodes = [quantized] + [denoiser(quantized, s * sigma, int(mode)) for s in (1.0, *STRENGTHS)]
             reference = to_array(sample.image)
             psnrs = [psnr(reference, to_array(model.decode(z)[0])) for z in decodes]

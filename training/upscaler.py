@@ -2,10 +2,10 @@
 
 Images: ``../shared/data/photos`` (natural photos, first) and ``../shared/data/train`` (aerial, greyscale); never
 Kodak. Each image is downscaled as the encoder downscales (the rate-control scales 0.71, 0.5, 0.35), encoded by
-TAEF2, its latents rounded at steps drawn log-uniformly from the range rate control picks at those scales, and
-decoded by TAEF2's decoder: the small pictures the codec resizes. Each training step upscales random crops of them
-to the original's size and scores them against the original: L1 + MS-SSIM + L1 of image gradients (the decoder's
-loss, :func:`latentcodec.training.decoder.loss_terms`).
+TAEF2, its latents quantized by the uniform coder (``Coder.simulate``) at steps drawn log-uniformly from the range
+rate control picks at those scales, and decoded by TAEF2's decoder: the small pictures the codec resizes. Each
+training step upscales random crops of them to the original's size and scores them against the original: L1 +
+MS-SSIM + L1 of image gradients (the decoder's loss, :func:`latentcodec.training.decoder.loss_terms`).
 
 Seeded; checkpoints every ``checkpoint_every`` steps and resumes from the last one; ends by scoring the held-out
 photos against bicubic resizing and writing fp16 safetensors. ``latentcodec-lab train-upscaler OUT`` runs it.
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from latentcodec.bench.metrics import psnr, ssimulacra2
+from latentcodec.engine.coders import simulate
 from latentcodec.engine.images import downscaled, image_files, pad_to_multiple
 from latentcodec.engine.models import load_model
 from latentcodec.engine.models.upscaler import Upscaler, bicubic
@@ -69,7 +70,7 @@ def decoded_small(model, image: torch.Tensor, scale: float, step: float) -> torc
     """What the codec's decoder hands the resize at ``scale`` and uniform ``step`` (no denoiser): ``[3, h, w]``."""
     rgb = downscaled(image.float() / 255, scale)
     latents = model.encode(pad_to_multiple(rgb[None], model.spec.downsample))
-    decoded = model.decode(torch.round(latents / step) * step)
+    decoded = model.decode(simulate(latents, mode="uniform", step=step).latents)
     return decoded[0, :, : rgb.shape[1], : rgb.shape[2]].clamp(0, 1)
 
 

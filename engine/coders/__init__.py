@@ -5,6 +5,7 @@ from latentcodec.engine.coders.base import (
     Coder,
     LatentShape,
     Layout,
+    Simulated,
     coder_for,
     register_coder,
     registered_modes,
@@ -12,6 +13,7 @@ from latentcodec.engine.coders.base import (
 from latentcodec.engine.coders.palette import PaletteCoder
 from latentcodec.engine.coders.planes import planes_tensor, rms_error
 from latentcodec.engine.coders.scalar8 import Scalar8Coder
+from latentcodec.engine.coders.simulation import simulate
 from latentcodec.engine.coders.uniform import UniformCoder
 
 __all__ = [
@@ -21,10 +23,12 @@ __all__ = [
     "Layout",
     "PaletteCoder",
     "Scalar8Coder",
+    "Simulated",
     "UniformCoder",
     "coder_for",
     "planes_tensor",
     "register_coder",
     "registered_modes",
     "rms_error",
+    "simulate",
 ]

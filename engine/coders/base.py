@@ -46,6 +46,14 @@ class CodedBatch:
     noise: torch.Tensor
 
 
+class Simulated(NamedTuple):
+    """What a decoder is handed for coded latents: the dequantized latents ``[B, C, H, W]`` and each image's noise
+    level ``[B]`` float32, rounded to float16 as the stream header records it."""
+
+    latents: torch.Tensor
+    noise: torch.Tensor
+
+
 class Coder(ABC):
     """One coding mode on one device; ``backend`` picks the kernels (None: Triton on CUDA, torch elsewhere)."""
 
@@ -67,6 +75,24 @@ class Coder(ABC):
         self, params: list[bytes], planes: torch.Tensor, shape: LatentShape, out: Layout = FLOAT32
     ) -> torch.Tensor:
         """Latents ``[B, *shape]`` in the ``out`` layout of equal-length planes ``[B, n]`` on the device."""
+
+    @torch.no_grad()
+    def simulate(self, latents: torch.Tensor, options: EncodeOptions, out: Layout = FLOAT32) -> Simulated:
+        """Quantization as a stream carries it, without the entropy stage: :meth:`encode` of latents
+        ``[B, C, H, W]``, then :meth:`decode` of each image's parameters (as header bytes) and planes, so training
+        sees exactly what a decoder does. Images whose planes differ in length decode in separate groups."""
+        coded = self.encode(latents, options)
+        shape: LatentShape = (latents.shape[1], latents.shape[2], latents.shape[3])
+        params = [bytes(row) for row in coded.params.cpu().numpy()]
+        groups: dict[int, list[int]] = {}
+        for row, p in enumerate(params):
+            groups.setdefault(self.planes_size(p, shape), []).append(row)
+        result = torch.empty((len(params), *shape), dtype=out.dtype, device=self.device)
+        result = result.contiguous(memory_format=out.memory_format)
+        for size, rows in groups.items():
+            planes = coded.planes[rows, :size].to(self.device)
+            result[rows] = self.decode([params[r] for r in rows], planes, shape, out)
+        return Simulated(result, coded.noise.half().float())
 
 
 _CODERS: dict[CodingMode, type[Coder]] = {}

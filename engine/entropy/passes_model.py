@@ -49,6 +49,7 @@ LOG_TABLE = torch.tensor([round(LOG_SCALE * float(np.log1p(a))) for a in range(1
 OUT_BITS = 10  # fractional bits of the predicted mean and log-scale
 H_BITS = 8  # extra fractional bits of the hidden units' output weights
 EXACT_FLOAT = 1 << 52
+ROWS = 1 << 16  # positions whose contexts are computed at once
 
 
 def visible(channels: int, groups: int, side: int = 0) -> torch.Tensor:
@@ -169,7 +170,14 @@ class PassesModel(GroupedTables):
         return torch.cat([self.hidden_weights, self.out_high, self.out_low], 2).contiguous()
 
     def contexts(self, z: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Centres and table keys ``[n, Cg]`` (int64) of one step's symbols from their features ``z``."""
+        """Centres and table keys ``[n, Cg]`` (int64) of one step's symbols from their features ``z``, ``ROWS`` of
+        them at a time (the hidden layer's temporaries stay bounded at any image size)."""
+        if len(z) <= ROWS:
+            return self._contexts(z, step)
+        parts = [self._contexts(z[start : start + ROWS], step) for start in range(0, len(z), ROWS)]
+        return torch.cat([centre for centre, _ in parts]), torch.cat([keys for _, keys in parts])
+
+    def _contexts(self, z: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         device, units = z.device, self.hidden_weights.shape[2]
         products = _int_mm(z, self.on_features[step].to(device))
         hidden = (products[:, :units] + self.hidden_bias[step].to(device)).clamp_min(0)

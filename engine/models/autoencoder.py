@@ -127,8 +127,12 @@ class LatentAutoencoder(nn.Module):
         return self._decoder(raw, sigma, 0, self.decoder_local_from, run_layer)
 
     def decode_local(self, features: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
-        """The decoder's local part (tileable): features -> images in [0, 1] (not clamped)."""
-        return self._from_network_range(self._decoder(features, sigma, self.decoder_local_from or 0, None))
+        """The decoder's local part (tileable): features -> images in [0, 1] (not clamped). A split network runs
+        its blocks in row stripes (:func:`~latentcodec.engine.models.lowres.run_layer`): the same numbers, in a
+        fraction of a full-resolution tile's workspace."""
+        if self.decoder_local_from is None:
+            return self._from_network_range(self._decoder(features, sigma, 0, None))
+        return self._from_network_range(self._decoder(features, sigma, self.decoder_local_from, None, run_layer))
 
     def _decoder(self, x: torch.Tensor, sigma: torch.Tensor | None, start: int, stop: int | None, run=None):
         """Decoder layers ``start:stop`` (each through ``run(layer, x)`` when given)."""

@@ -124,7 +124,8 @@ class _Decoder(_KLEncoder):
 def load_diffusers(
     spec: ModelSpec, source: str | Path, kind: str, download: bool = False, source_env: str | None = None
 ) -> LatentAutoencoder:
-    """A diffusers ``AutoencoderKL`` (``kind="kl"``) or ``AutoencoderTiny`` (``kind="tiny"``).
+    """A diffusers ``AutoencoderKL`` (``kind="kl"``), ``AutoencoderTiny`` (``kind="tiny"``) or
+    ``AutoencoderKLFlux2`` (``kind="flux2"``: :mod:`.flux2_vae`, a pipeline's ``vae/`` folder too).
 
     ``source`` is a hub id or a local folder, passed to ``from_pretrained`` as a user with the weights would;
     without ``download`` only files already on this machine are read (no network). ``source_env``: the
@@ -133,6 +134,10 @@ def load_diffusers(
     if not download:
         ways = ["Codec(source=...)", "latentcodec --source", *([f"${source_env}"] if source_env else [])]
         weights_lib.require_local(str(source), f"model {spec.model_id!r}", f"name its source ({', '.join(ways)})")
+    if kind == "flux2":
+        from latentcodec.engine.models.flux2_vae import load_flux2_vae
+
+        return load_flux2_vae(spec, source, download=download)
     from diffusers import AutoencoderKL, AutoencoderTiny
 
     cls = AutoencoderKL if kind == "kl" else AutoencoderTiny

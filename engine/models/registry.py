@@ -10,6 +10,7 @@ import torch
 
 from latentcodec.engine.format import DEFAULT_MODEL
 from latentcodec.engine.models.autoencoder import LatentAutoencoder, ModelSpec
+from latentcodec.engine.models.flux2_vae import FLUX2_VAE_SOURCE
 from latentcodec.engine.models.loaders import load_diffusers, load_tiny, load_tiny_conditioned, load_tiny_switched
 from latentcodec.engine.models.weights import WeightsFile, downloads_allowed
 from latentcodec.engine.registry import Placement, Registry
@@ -103,6 +104,19 @@ MODELS: Registry[RegisteredModel, LatentAutoencoder] = Registry(
             "madebyollin/taesd",
             "LATENTCODEC_TAESD",
         ),
+        "flux2-vae": _diffusers_model(
+            ModelSpec(
+                "flux2-vae",
+                32,
+                8,
+                (-1.0, 1.0),
+                description="The FLUX.2 VAE (diffusers AutoencoderKLFlux2): TAEF2's latent space at full quality",
+                latent_space="flux2",  # its raw latents, as TAEF2's (engine/models/flux2_vae.py)
+            ),
+            "flux2",
+            FLUX2_VAE_SOURCE,
+            "LATENTCODEC_FLUX2_VAE",
+        ),
     },
 )
 
@@ -125,7 +139,7 @@ def load_model(
     """The model ``model_id`` on ``device`` in ``dtype`` and ``memory_format``, in eval mode; loaded once, cached.
 
     ``source`` (a hub id or local folder) overrides where diffusers models come from; so does the
-    model's environment variable (``LATENTCODEC_SD_VAE``, ``LATENTCODEC_TAESD``).
+    model's environment variable (``LATENTCODEC_SD_VAE``, ``LATENTCODEC_TAESD``, ``LATENTCODEC_FLUX2_VAE``).
     """
     placement = Placement(device, dtype, memory_format)
 
