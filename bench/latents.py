@@ -164,7 +164,11 @@ def run(
     entropies: Sequence[str] = ("passes", "context"),
 ) -> list[dict]:
     """The table: one row per method on the TAEF2 latents of ``paths`` (``size`` x ``size`` crops)."""
-    torch.set_grad_enabled(False)
+    with torch.no_grad():
+        return _table(paths, size, steps, entropies)
+
+
+def _table(paths: Sequence[Path], size: int, steps: Sequence[float], entropies: Sequence[str]) -> list[dict]:
     codec = Codec("taef2")
     images = load_images(paths, size)
     latents = list(codec.latents_of(images).cpu())
