@@ -305,13 +305,21 @@ def train(config: EntropyConfig, log: Callable[[str], None] = print) -> cm.Conte
     return model
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="latentcodec-lab train-entropy", description=__doc__)
+def run_command(
+    argv: list[str] | None, prog: str, description: str | None, config: type[EntropyConfig], train: Callable
+) -> None:
+    """An entropy-model script's command line: ``OUTPUT --folders DATA... --log FILE`` and a flag per ``config``
+    field, then ``train(config, log)``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("output", type=Path, help="where to write the .safetensors model")
     parser.add_argument("--folders", type=Path, nargs="+", default=[Path("../shared/data/photos")])
-    add_config_arguments(parser, EntropyConfig((), Path()), skip=("output", "data"))
+    add_config_arguments(parser, config((), Path()), skip=("output", "data"))
     parser.add_argument("--log", type=Path, help="append the log here too")
     args = vars(parser.parse_args(argv))
     log = printer(args.pop("log"))
     args["data"] = tuple(args.pop("folders"))
-    train(EntropyConfig(**args), log)
+    train(config(**args), log)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_command(argv, "latentcodec-lab train-entropy", __doc__, EntropyConfig, train)

@@ -14,7 +14,6 @@ coded for real against zstd and the ``context`` method. Seeded.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,8 +25,7 @@ from latentcodec.engine.entropy import context_coder, passes_coder, zstd
 from latentcodec.engine.entropy import passes_model as pm
 from latentcodec.engine.entropy.context_model import RADIUS
 from latentcodec.engine.entropy.latent_stage import context_model
-from latentcodec.training.common import add_config_arguments, printer
-from latentcodec.training.entropy_model import EntropyConfig, Sample, _frequencies, fit, symbols
+from latentcodec.training.entropy_model import EntropyConfig, Sample, _frequencies, fit, run_command, symbols
 
 
 @dataclass(frozen=True)
@@ -185,15 +183,7 @@ def train(config: PassesConfig, log: Callable[[str], None] = print) -> pm.Passes
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="latentcodec-lab train-passes", description=__doc__)
-    parser.add_argument("output", type=Path, help="where to write the .safetensors model")
-    parser.add_argument("--folders", type=Path, nargs="+", default=[Path("../shared/data/photos")])
-    add_config_arguments(parser, PassesConfig((), Path()), skip=("output", "data"))
-    parser.add_argument("--log", type=Path, help="append the log here too")
-    args = vars(parser.parse_args(argv))
-    log = printer(args.pop("log"))
-    args["data"] = tuple(args.pop("folders"))
-    train(PassesConfig(**args), log)
+    run_command(argv, "latentcodec-lab train-passes", __doc__, PassesConfig, train)
 
 
 if __name__ == "__main__":
