@@ -208,7 +208,7 @@ def run_paths(
     progress: Callable[[str], None] | None = None,
 ) -> PathReport:
     """Encode ``calls`` batches of ``batch`` images (``images``, else synthetic ones) and decode their streams,
-    by the default and the plain path, after one warm-up image each (weights load there)."""
+    by the default and the plain path, after one warm-up batch each (weights load, CUDA graphs are captured)."""
     say = progress or (lambda _message: None)
     options = path_options(entropy, scale, step)
     pictures = list(images) if images is not None else synthetic_images(batch * calls, size)
@@ -216,7 +216,8 @@ def run_paths(
     try:
         for path, each in options.items():
             say(f"warm-up {path}")
-            codec.decode_batch([codec.encode_batch(pictures[:1], **each)[0].unwrap()])[0].unwrap()
+            warm = [r.unwrap() for r in codec.encode_batch(pictures[:batch], **each)]  # a full batch's shapes
+            [r.unwrap() for r in codec.decode_batch(warm)]
         report = PathReport(str(device), codec.model_id, size, batch, options, [])
         report.threads = {"torch": torch.get_num_threads(), "host": codec.pipeline.host._max_workers}
         for path, each in options.items():

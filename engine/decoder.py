@@ -94,7 +94,7 @@ class Decoder:
             decoded = session.decode(latents_of(members), sigma, job.denoiser)
             # float32 made on the device: conversions in the host threads would oversubscribe the CPU's intra-op
             # threads (README, "The engine")
-            images = [_resized(session, decoded, row, jobs[i].header) for row, i in enumerate(members)]
+            images = _resized(session, decoded, [jobs[i].header for i in members])
             host = self.pipeline.host
             return [Result(host.submit(_finish, jobs[i], images[row], to_pil)) for row, i in enumerate(members)]
 
@@ -125,7 +125,9 @@ class Decoder:
         denoiser = self._denoiser_pass(header) if denoise and header.denoiser else None
         shape = (spec.latent_channels, *header.latent_size(spec.downsample))
         size = self.session.coder(header.mode).planes_size(stream.params, shape)
-        planes = latent_stage.decompress(stream.latents, header.entropy, header.mode, size, shape, spec.latent_space)
+        planes = latent_stage.decompress(
+            stream.latents, header.entropy, header.mode, size, shape, spec.latent_space, self.session.device
+        )
         alpha = None
         if header.has_alpha:
             raw = zstd.decompress(stream.alpha, header.width * header.height)
@@ -157,13 +159,19 @@ class Decoder:
             )
 
 
-def _resized(session: ModelSession, decoded: torch.Tensor, row: int, h: Header) -> HostCopy:
-    """Row ``row`` of a decoded batch at the image's size, on its way to the host: cropped to the coded size, and
-    resized by the model (:meth:`LatentAutoencoder.upscale`) when the stream was coded smaller."""
-    rgb = decoded[row : row + 1, :, : h.coded_height, : h.coded_width]
-    if (h.coded_width, h.coded_height) != (h.width, h.height):
-        rgb = session.upscale(rgb, (h.height, h.width))
-    return HostCopy(rgb[0].float())
+def _resized(session: ModelSession, decoded: torch.Tensor, headers: list[Header]) -> list[HostCopy]:
+    """Each row of a decoded batch at its image's size, on its way to the host: cropped to the coded size; rows coded
+    smaller resized by the model (:meth:`LatentAutoencoder.upscale`) together, one batch per size."""
+    rows = [decoded[r : r + 1, :, : h.coded_height, : h.coded_width] for r, h in enumerate(headers)]
+    resized: dict[tuple[int, int, int, int], list[int]] = {}
+    for r, h in enumerate(headers):
+        if (h.coded_width, h.coded_height) != (h.width, h.height):
+            resized.setdefault((h.coded_height, h.coded_width, h.height, h.width), []).append(r)
+    for (*_, height, width), members in resized.items():
+        batch = session.upscale(torch.cat([rows[r] for r in members]), (height, width))
+        for k, r in enumerate(members):
+            rows[r] = batch[k : k + 1]
+    return [HostCopy(rgb[0].float()) for rgb in rows]
 
 
 def _done(value: object) -> Future:

@@ -16,7 +16,7 @@ from latentcodec.engine import bitstream, latent_refinement, search, strength_se
 from latentcodec.engine.batching import batches_by_key
 from latentcodec.engine.bitstream import DenoiserRef, Header, Stream
 from latentcodec.engine.coders import Coder
-from latentcodec.engine.coders.base import CodedBatch
+from latentcodec.engine.coders.base import CodedBatch, HostRows
 from latentcodec.engine.decoder import Decoder
 from latentcodec.engine.entropy import latent_stage, zstd
 from latentcodec.engine.format import ColorKind, EntropyMethod
@@ -26,7 +26,6 @@ from latentcodec.engine.options import EncodeOptions
 from latentcodec.engine.pipeline import BatchPipeline, Outcomes, isolated
 from latentcodec.engine.plan import EncodePlan, plan_encode
 from latentcodec.engine.results import Result
-from latentcodec.engine.runner import HostCopy
 from latentcodec.engine.session import ModelSession, to_unit
 from latentcodec.engine.stage_timer import staged
 
@@ -83,10 +82,9 @@ class Encoder:
             latents = self._refined(self.session.latents(images), images, plan)
             coded = coder.encode(latents, plan.options)
             fractions = self._fractions(coder, coded, latents, images, plan)
-            params, planes, noise = HostCopy(coded.params), HostCopy(coded.planes), HostCopy(coded.noise)
-            host = self.pipeline.host
+            rows, host = self._on_host(coded, latents, plan, batched=True), self.pipeline.host
             return [
-                Result(host.submit(self.pack, jobs[i], coder, params, planes, noise, row, plan, fractions[row]))
+                Result(host.submit(self.pack, jobs[i], coder, rows, row, plan, fractions[row]))
                 for row, i in enumerate(members)
             ]
 
@@ -105,17 +103,23 @@ class Encoder:
         )
 
     def stream(self, job: EncodeJob, latents: torch.Tensor, plan: EncodePlan, choose: bool = False) -> bytes:
-        """The stream of one image's latents ``[1, C, h, w]`` under ``plan``, coded at once (searches): its
-        denoiser entry at the plan's fraction, or (``choose``) at the one :meth:`_fractions` picks."""
-        coder, coded, parts = self._coded(latents, plan)
+        """One image's stream (searches): its denoiser entry at the plan's fraction, or (``choose``) the chosen one."""
+        coder, coded, rows = self._coded(latents, plan)
         fraction = self._fractions(coder, coded, latents, job.rgb[None], plan)[0] if choose else _recorded(plan)
-        return self.pack(job, coder, *parts, 0, plan, fraction)
+        return self.pack(job, coder, rows, 0, plan, fraction)
 
-    def _coded(self, latents: torch.Tensor, plan: EncodePlan) -> tuple[Coder, CodedBatch, tuple[HostCopy, ...]]:
-        """The mode's coder, its coded batch of ``latents`` and that batch's (params, planes, noise) host copies."""
+    def _coded(self, latents: torch.Tensor, plan: EncodePlan) -> tuple[Coder, CodedBatch, HostRows]:
+        """The mode's coder, its coded batch of ``latents`` and that batch on its way to the host."""
         coder = self.session.coder(plan.options.mode)
         coded = coder.encode(latents, plan.options)
-        return coder, coded, (HostCopy(coded.params), HostCopy(coded.planes), HostCopy(coded.noise))
+        return coder, coded, self._on_host(coded, latents, plan)
+
+    def _on_host(self, coded: CodedBatch, latents: torch.Tensor, plan: EncodePlan, batched: bool = False) -> HostRows:
+        """``coded`` on its way to the host; ``batched``: with its entropy contexts (all rows at once, on device)."""
+        if not batched:
+            return HostRows.of(coded)
+        wanted, shape = (plan.options.entropy, plan.options.mode), tuple(latents.shape[1:])
+        return HostRows.of(coded, latent_stage.batch_contexts(coded.planes, *wanted, shape, self._entropy(plan)[0]))
 
     @staged("strength search", device=True, scope=True)
     def _fractions(
@@ -169,35 +173,35 @@ class Encoder:
         self,
         job: EncodeJob,
         coder: Coder,
-        params: HostCopy,
-        planes: HostCopy,
-        noise: HostCopy,
+        rows: HostRows,
         row: int,
         plan: EncodePlan,
         fraction: float | None,
     ) -> bytes:
         """Row ``row`` of a coded batch as a finished stream: header, entropy-coded planes and alpha; its denoiser
         entry (if ``fraction`` is not None) records that fraction of the measured noise level."""
-        unfinished, symbols, method, shape = self._unfinished(job, coder, params, planes, noise, row, plan, fraction)
-        payload = latent_stage.compress(symbols, method, shape, self.session.spec.latent_space, plan.options.level)
+        unfinished, symbols, method, shape = self._unfinished(job, coder, rows, row, plan, fraction)
+        payload = latent_stage.compress(symbols, method, shape, *self._entropy(plan), rows.contexts_of(row))
         return bitstream.pack(dataclasses.replace(unfinished, latents=payload))
 
     def stream_size(self, job: EncodeJob, latents: torch.Tensor, plan: EncodePlan) -> float:
         """The size in bytes of :meth:`stream`'s stream, without entropy-coding the latents where the method knows
         their rate from its model (to within one 32-bit word: tests measure it)."""
-        coder, _, parts = self._coded(latents, plan)
+        coder, _, rows = self._coded(latents, plan)
         # the plan's entry stands for the chosen one: same bytes, whatever its level
-        unfinished, symbols, method, shape = self._unfinished(job, coder, *parts, 0, plan, _recorded(plan))
-        space, level = self.session.spec.latent_space, plan.options.level
-        return len(bitstream.pack(unfinished)) + latent_stage.payload_bits(symbols, method, shape, space, level) / 8
+        unfinished, symbols, method, shape = self._unfinished(job, coder, rows, 0, plan, _recorded(plan))
+        bits = latent_stage.payload_bits(symbols, method, shape, *self._entropy(plan))
+        return len(bitstream.pack(unfinished)) + bits / 8
+
+    def _entropy(self, plan: EncodePlan) -> tuple[str, int, torch.device]:
+        """The entropy stage's latent space, zstd level and device (where a method's contexts run)."""
+        return self.session.spec.latent_space, plan.options.level, self.session.device
 
     def _unfinished(
         self,
         job: EncodeJob,
         coder: Coder,
-        params: HostCopy,
-        planes: HostCopy,
-        noise: HostCopy,
+        rows: HostRows,
         row: int,
         plan: EncodePlan,
         fraction: float | None,
@@ -206,13 +210,13 @@ class Encoder:
         model = self.session.model
         denoiser = None
         if plan.denoiser_id and fraction is not None:
-            level = float(noise.get()[row]) * fraction
+            level = float(rows.noise.get()[row]) * fraction
             denoiser = DenoiserRef(plan.denoiser_id, self.session.denoiser(plan.denoiser_id).fingerprint, level)
         height, width = job.rgb.shape[1:]
         down = model.spec.downsample
-        mode_params = params.get()[row].numpy().tobytes()
+        mode_params = rows.params.get()[row].numpy().tobytes()
         latent_shape = (model.spec.latent_channels, -(-height // down), -(-width // down))
-        symbols = planes.get()[row, : coder.planes_size(mode_params, latent_shape)].numpy().tobytes()
+        symbols = rows.planes.get()[row, : coder.planes_size(mode_params, latent_shape)].numpy().tobytes()
         options, space = plan.options, model.spec.latent_space
         method = latent_stage.method_for(options.entropy, options.mode, len(symbols), latent_shape, space)
         header = Header(
@@ -226,7 +230,7 @@ class Encoder:
             fingerprint=model.fingerprint,
             has_alpha=job.alpha is not None,
             denoiser=denoiser,
-            noise_level=float(noise.get()[row]) if model.spec.conditioned else None,
+            noise_level=float(rows.noise.get()[row]) if model.spec.conditioned else None,
             entropy=method,
         )
         alpha = zstd.compress(job.alpha.tobytes(), options.level) if job.alpha is not None else b""

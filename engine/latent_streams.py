@@ -66,7 +66,9 @@ class LatentStreams:
         def on_device(members: list[int]) -> list[Result[Future]]:
             latents = torch.stack([ready[i].to(self.device) for i in members])
             host = self.pipeline.host
-            return [Result(host.submit(_pack, space, options, c)) for c in self._coded(coder, latents, options)]
+            return [
+                Result(host.submit(_pack, space, options, c, self.device)) for c in self._coded(coder, latents, options)
+            ]
 
         searched = options.target_rmse is not None  # each latent its own step: batches of one
         key = lambda i: (tuple(ready[i].shape), i if searched else None)  # noqa: E731
@@ -116,11 +118,12 @@ class LatentStreams:
         return outcomes.results()
 
 
-def _pack(space: LatentSpace, options: LatentOptions, coded: _Coded) -> bytes:
-    """A finished latent stream: its header (sized as the image its latents decode to) and entropy-coded planes."""
+def _pack(space: LatentSpace, options: LatentOptions, coded: _Coded, device: torch.device | None = None) -> bytes:
+    """A finished latent stream: its header (sized as the image its latents decode to) and entropy-coded planes
+    (contexts on ``device``)."""
     mode, shape = options.mode, coded.shape
     method = latent_stage.method_for(options.entropy, mode, len(coded.planes), shape, space.name)
-    payload = latent_stage.compress(coded.planes, method, shape, space.name, options.level)
+    payload = latent_stage.compress(coded.planes, method, shape, space.name, options.level, device)
     width, height = space.image_size(*shape[1:])
     header = Header(
         kind=ColorKind.RGB,

@@ -56,7 +56,8 @@ class _GraphedBatch(_StaticBatch):
                 fn(*inputs)
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=pool):
+        # thread-local: host threads may run their own CUDA work (entropy contexts) while this thread captures
+        with torch.cuda.graph(self.graph, pool=pool, capture_error_mode="thread_local"):
             self.outputs = fn(*inputs)
 
     def launch(self) -> torch.Tensor:

@@ -61,8 +61,7 @@ class ModelSession:
         self.denoiser_source = denoiser_source
         self.tiles = tiles or TilePolicy.auto(device)
         self.fallbacks = 0
-        self._denoised_passes: dict[tuple[str, Hashable], PassRunner] = {}
-        self._decoder_passes: dict[tuple[str, int], PassRunner] = {}
+        self._passes: dict[Hashable, PassRunner] = {}  # the decoders', denoised decoders' and upscaler's, by kind
 
     @cached_property
     def model(self) -> LatentAutoencoder:
@@ -98,7 +97,7 @@ class ModelSession:
     def branch_decoder_pass(self, branch: int) -> PassRunner:
         """Latents (and, for a conditioned decoder, noise levels ``[B]``) -> RGB images, on the device (not
         clamped: :meth:`decode` checks them first), through the model's decoder ``branch``."""
-        return self._branch_pass("decode", branch, lambda z, *sigma: self.model.branch(branch).decode(z, *sigma))
+        return self._keyed_pass(("decode", branch), lambda z, *sigma: self.model.branch(branch).decode(z, *sigma))
 
     @cached_property
     def encoder_tile_pass(self) -> PassRunner:
@@ -107,12 +106,12 @@ class ModelSession:
 
     def decoder_tile_pass(self, branch: int) -> PassRunner:
         """Feature tiles (and noise levels) -> RGB tiles (:meth:`LatentAutoencoder.decode_local`, not clamped)."""
-        return self._branch_pass("local", branch, lambda f, *sigma: self.model.branch(branch).decode_local(f, *sigma))
+        return self._keyed_pass(("local", branch), lambda f, *sigma: self.model.branch(branch).decode_local(f, *sigma))
 
-    def _branch_pass(self, kind: str, branch: int, fn: Callable[..., torch.Tensor]) -> PassRunner:
-        if (kind, branch) not in self._decoder_passes:
-            self._decoder_passes[kind, branch] = self._runner(fn)
-        return self._decoder_passes[kind, branch]
+    def _keyed_pass(self, key: Hashable, fn: Callable[..., torch.Tensor]) -> PassRunner:
+        if key not in self._passes:
+            self._passes[key] = self._runner(fn)
+        return self._passes[key]
 
     def denoiser(self, denoiser_id: str, dtype: torch.dtype | None = None) -> LoadedDenoiser:
         """A denoiser on this device, in the session's dtype unless told (loaded on first use, cached)."""
@@ -121,12 +120,10 @@ class ModelSession:
     def denoised_decoder_pass(self, denoiser_id: str, key: Hashable) -> PassRunner:
         """(Latents, noise levels ``[B]``) -> RGB (not clamped): the denoiser and the decoder as one pass (one
         CUDA graph per shape on GPU), for streams whose schedule key is ``key``."""
-        if (denoiser_id, key) not in self._denoised_passes:
+        if ("denoised", denoiser_id, key) not in self._passes:
             denoise = staged("denoiser", device=True)(self.denoiser(denoiser_id).pass_fn(key))
-            self._denoised_passes[denoiser_id, key] = self._runner(
-                lambda z, sigma: self.model.decode(denoise(z, sigma))
-            )
-        return self._denoised_passes[denoiser_id, key]
+            self._keyed_pass(("denoised", denoiser_id, key), lambda z, sigma: self.model.decode(denoise(z, sigma)))
+        return self._passes["denoised", denoiser_id, key]
 
     @torch.no_grad()
     @staged("encoder network", device=True)
@@ -200,9 +197,11 @@ class ModelSession:
     @torch.no_grad()
     @staged("upscaler", device=True)
     def upscale(self, rgb: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Decoded images ``[B, 3, h, w]`` (on the device) at ``size``, as the model resizes them, in [0, 1]."""
+        """Decoded images ``[B, 3, h, w]`` (on the device) at ``size``, as the model resizes them, in [0, 1]: one
+        static pass per size (a CUDA graph on GPU)."""
         fallback = lambda x: self.float32_model().upscale(x.float(), size)  # noqa: E731
-        return self._finite(lambda x: self.model.upscale(x, size), fallback, clamp=True)(rgb)
+        upscale = self._keyed_pass(("upscale", size), lambda x: self.model.upscale(x, size))
+        return self._finite(upscale, fallback, clamp=True)(rgb)
 
     @torch.no_grad()
     @staged("upscaler", device=True)

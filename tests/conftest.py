@@ -1,9 +1,12 @@
-"""Shared fixtures. Triton runs in interpreter mode on the CPU; TAEF2 weights come from ../shared; the project's
+"""Shared fixtures. Triton runs in interpreter mode without a GPU; TAEF2 weights come from ../shared; the project's
 own networks (the latent denoiser, taef2-q's decoder) ship in the package."""
 
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton
+import torch
+
+if not torch.cuda.is_available():  # on a GPU, Triton (kernels, torch.compile's) runs compiled
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton
 
 import pytest
 from PIL import Image

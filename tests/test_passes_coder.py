@@ -201,3 +201,24 @@ def test_both_context_methods_decode_to_the_same_image(codec, kodak_crop):
     assert [latentcodec.info(streams[m]).entropy for m in streams] == ["passes", "context", "zstd"]
     images = {m: np.asarray(codec.decode(data)) for m, data in streams.items()}
     assert np.array_equal(images["passes"], images["zstd"]) and np.array_equal(images["context"], images["zstd"])
+
+
+def test_a_batch_s_contexts_computed_at_once_code_each_row_as_alone(model):
+    method = next(m for m in latent_stage.METHODS if latent_stage.model_for(m, "flux2") is model)
+    grids = np.stack([laplace_symbols(seed, (32, 10, 13), scale) for seed, scale in ((1, 0.5), (2, 3.0), (3, 40.0))])
+    planes = torch.from_numpy(grids).view(torch.uint8).reshape(3, -1)
+    contexts = latent_stage.batch_contexts(planes, method, CodingMode.UNIFORM, grids.shape[1:], "flux2")
+    for row, symbols in enumerate(grids):
+        alone = latent_stage.compress(symbols.tobytes(), method, symbols.shape, "flux2", 19)
+        given = tuple(t[row].numpy() for t in contexts)
+        assert latent_stage.compress(symbols.tobytes(), method, symbols.shape, "flux2", 19, contexts=given) == alone
+    wider = torch.cat([planes, planes], 1)  # rows of int16 symbols: not this step's business
+    assert latent_stage.batch_contexts(wider, method, CodingMode.UNIFORM, grids.shape[1:], "flux2") is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_contexts_on_cuda_give_the_same_payloads(model):
+    symbols = laplace_symbols(5, (32, 24, 31), 1.5)
+    payload = passes_coder.encode(symbols, model)
+    assert passes_coder.encode(symbols, model, torch.device("cuda")) == payload
+    assert np.array_equal(passes_coder.decode(payload, symbols.shape, model, torch.device("cuda")), symbols)

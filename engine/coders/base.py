@@ -11,9 +11,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
+import numpy as np
 import torch
 
 from latentcodec.engine.format import CodingMode
+from latentcodec.engine.runner import HostCopy
 
 if TYPE_CHECKING:
     from latentcodec.engine.options import EncodeOptions
@@ -44,6 +46,27 @@ class CodedBatch:
     params: torch.Tensor
     planes: torch.Tensor
     noise: torch.Tensor
+
+
+@dataclass(frozen=True)
+class HostRows:
+    """A :class:`CodedBatch` on its way to the host, with the batch's entropy contexts where they were computed
+    (a method's ``batch_contexts``: arrays ``[B, ...]`` each)."""
+
+    params: HostCopy
+    planes: HostCopy
+    noise: HostCopy
+    contexts: tuple[HostCopy, ...] | None = None
+
+    @classmethod
+    def of(cls, coded: CodedBatch, contexts: tuple[torch.Tensor, ...] | None = None) -> HostRows:
+        """Host copies of ``coded`` (and of ``contexts``) under way."""
+        found = None if contexts is None else tuple(map(HostCopy, contexts))
+        return cls(HostCopy(coded.params), HostCopy(coded.planes), HostCopy(coded.noise), found)
+
+    def contexts_of(self, row: int) -> tuple[np.ndarray, ...] | None:
+        """Row ``row`` of each context array, on the host (None without them)."""
+        return None if self.contexts is None else tuple(c.get()[row].numpy() for c in self.contexts)
 
 
 class Simulated(NamedTuple):

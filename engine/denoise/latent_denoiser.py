@@ -74,7 +74,10 @@ class LatentDenoiser(nn.Module):
         pad_h, pad_w = -h % self.multiple, -w % self.multiple
         x = F.pad(latents, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else latents
         sigma = sigma.to(latents.dtype).reshape(-1)
-        modes = torch.as_tensor(mode, device=latents.device).expand(latents.shape[0])
+        if isinstance(mode, torch.Tensor):
+            modes = mode.to(latents.device).expand(latents.shape[0])
+        else:  # a fill, not a host-to-device copy: CUDA-graph safe
+            modes = torch.full((latents.shape[0],), int(mode), dtype=torch.long, device=latents.device)
         correction = self.unet(x, timestep(sigma), modes)[..., :h, :w]
         return latents + sigma[:, None, None, None] * correction
 

@@ -8,13 +8,16 @@ other latent spaces) is one zstd frame.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from latentcodec.engine.entropy import context_coder, passes_coder, passes_model, zstd
 from latentcodec.engine.entropy import context_model as wavefront_model
@@ -24,6 +27,7 @@ from latentcodec.engine.models.weights import BUNDLED, file_sha256
 from latentcodec.engine.stage_timer import staged
 
 Shape = tuple[int, int, int]
+Device = torch.device | None  # where a modelled method's contexts run (None: the host)
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,29 @@ class ModelledMethod:
     encode: Callable[[np.ndarray, Any], bytes]
     decode: Callable[[bytes, Shape, Any], np.ndarray]
     code_length: Callable[[np.ndarray, Any], float] | None = None  # bits, without coding
+    placed: bool = False  # its contexts run on a torch device (the functions take ``device``)
+    batch_contexts: Callable[[torch.Tensor, Any], tuple[torch.Tensor, ...]] | None = None  # grids [B, C, h, w]
+    encode_contexts: Callable[..., bytes] | None = None  # (one row of batch_contexts' arrays, shape, model) -> payload
+
+    def on(self, device: torch.device | None) -> dict:
+        """The keyword arguments that place the method's contexts on ``device``."""
+        return {"device": device} if self.placed and device is not None else {}
+
+
+_threads = threading.local()
+
+
+@contextmanager
+def side_stream(device: Device) -> Iterator[None]:
+    """On CUDA, the calling host thread's own stream: its contexts' kernels and copies do not queue behind the
+    network passes on the default stream (which its host copies would otherwise wait for)."""
+    if device is None or torch.device(device).type != "cuda":
+        yield
+        return
+    streams = _threads.__dict__.setdefault("streams", {})
+    stream = streams.get(device) or streams.setdefault(device, torch.cuda.Stream(device))
+    with torch.cuda.stream(stream):
+        yield
 
 
 CONTEXT_SHA256 = "d43d155974866c118eb5842c388a3d083c3a5f265d0d422a1e84cf481e0a7d59"
@@ -53,6 +80,9 @@ METHODS: dict[EntropyMethod, ModelledMethod] = {
         passes_coder.encode,
         passes_coder.decode,
         passes_coder.code_length,
+        placed=True,
+        batch_contexts=passes_coder.batch_contexts,
+        encode_contexts=passes_coder.encode_contexts,
     ),
     EntropyMethod.PASSES: ModelledMethod(  # training/passes_model.py's defaults (`latentcodec-lab train-passes`)
         {"flux2": ("passes_model_v2_flux2.safetensors", PASSES_SHA256)},
@@ -60,6 +90,9 @@ METHODS: dict[EntropyMethod, ModelledMethod] = {
         passes_coder.encode,
         passes_coder.decode,
         passes_coder.code_length,
+        placed=True,
+        batch_contexts=passes_coder.batch_contexts,
+        encode_contexts=passes_coder.encode_contexts,
     ),
 }
 
@@ -98,25 +131,62 @@ def _symbols(planes: bytes, shape: Shape) -> np.ndarray:
     return np.frombuffer(planes, dtype=np.int8).reshape(shape)
 
 
+def batch_contexts(
+    planes: torch.Tensor, wanted: EntropyMethod, mode: CodingMode, shape: Shape, latent_space: str
+) -> tuple | None:
+    """The contexts of a batch's symbols (``planes`` ``[B, bytes]``, uint8, on the session's device) under the
+    method :func:`method_for` picks, each step one computation over the batch on that device, for :func:`compress`
+    to code row by row on the host (its ``contexts``); None where the method has no such step or the rows are not
+    int8 symbols of ``shape``."""
+    method = method_for(wanted, mode, int(np.prod(shape)), shape, latent_space)
+    modelled = METHODS.get(method)
+    if modelled is None or modelled.batch_contexts is None or planes.shape[1] != int(np.prod(shape)):
+        return None
+    grids = planes.view(torch.int8).reshape(len(planes), *shape)
+    return modelled.batch_contexts(grids, model_for(method, latent_space))
+
+
 @staged("entropy coding")
-def compress(planes: bytes, method: EntropyMethod, shape: Shape, latent_space: str, level: int) -> bytes:
-    """The payload of byte planes under ``method`` (one :func:`method_for` chose)."""
+def compress(
+    planes: bytes,
+    method: EntropyMethod,
+    shape: Shape,
+    latent_space: str,
+    level: int,
+    device: Device = None,
+    contexts: tuple[np.ndarray, ...] | None = None,
+) -> bytes:
+    """The payload of byte planes under ``method`` (one :func:`method_for` chose), contexts on ``device``, or
+    given: a row of :func:`batch_contexts` (on the host) for these planes."""
     if method == EntropyMethod.ZSTD:
         return zstd.compress(planes, level)
-    return METHODS[method].encode(_symbols(planes, shape), model_for(method, latent_space))
+    modelled, model = METHODS[method], model_for(method, latent_space)
+    if contexts is not None and modelled.encode_contexts is not None:
+        return modelled.encode_contexts(*contexts, shape, model)
+    with side_stream(device):
+        return modelled.encode(_symbols(planes, shape), model, **modelled.on(device))
 
 
-def payload_bits(planes: bytes, method: EntropyMethod, shape: Shape, latent_space: str, level: int) -> float:
+def payload_bits(
+    planes: bytes, method: EntropyMethod, shape: Shape, latent_space: str, level: int, device: Device = None
+) -> float:
     """The payload's size in bits: the model's code length where the method has one (no coding), else coded."""
-    code_length = METHODS[method].code_length if method in METHODS else None
-    if code_length is None:
-        return 8.0 * len(compress(planes, method, shape, latent_space, level))
-    return code_length(_symbols(planes, shape), model_for(method, latent_space))
+    modelled = METHODS.get(method)
+    if modelled is None or modelled.code_length is None:
+        return 8.0 * len(compress(planes, method, shape, latent_space, level, device))
+    with side_stream(device):
+        return modelled.code_length(_symbols(planes, shape), model_for(method, latent_space), **modelled.on(device))
 
 
 @staged("entropy decoding")
 def decompress(
-    payload: bytes, method: EntropyMethod, mode: CodingMode, size: int, shape: Shape, latent_space: str
+    payload: bytes,
+    method: EntropyMethod,
+    mode: CodingMode,
+    size: int,
+    shape: Shape,
+    latent_space: str,
+    device: Device = None,
 ) -> bytes:
     """The ``size`` bytes of planes a payload holds; raises CorruptStreamError for anything malformed."""
     if method == EntropyMethod.ZSTD:
@@ -126,4 +196,5 @@ def decompress(
         raise CorruptStreamError(
             f"{method.label}-coded latents need int8 uniform symbols in a latent space with a model"
         )
-    return METHODS[method].decode(payload, shape, model).tobytes()
+    with side_stream(device):
+        return METHODS[method].decode(payload, shape, model, **METHODS[method].on(device)).tobytes()

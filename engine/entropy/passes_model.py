@@ -169,21 +169,35 @@ class PassesModel(GroupedTables):
         low planes, for one integer product per step."""
         return torch.cat([self.hidden_weights, self.out_high, self.out_low], 2).contiguous()
 
+    @cached_property
+    def _placed(self) -> dict[torch.device, tuple[torch.Tensor, ...]]:
+        return {}
+
+    def weights_on(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """The weights :meth:`contexts` reads, on ``device`` (copied there once): on the features, hidden bias,
+        hidden outputs (float64) and output bias, each ``[S, ...]``."""
+        device = torch.device(device)
+        if device not in self._placed:
+            weights = self.on_features, self.hidden_bias, self.out_hidden.double(), self.out_bias
+            self._placed[device] = tuple(w.to(device) for w in weights)
+        return self._placed[device]
+
     def contexts(self, z: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Centres and table keys ``[n, Cg]`` (int64) of one step's symbols from their features ``z``, ``ROWS`` of
-        them at a time (the hidden layer's temporaries stay bounded at any image size)."""
+        """Centres and table keys ``[n, Cg]`` (int64, on ``z``'s device) of one step's symbols from their features
+        ``z``, ``ROWS`` of them at a time (the hidden layer's temporaries stay bounded at any image size)."""
         if len(z) <= ROWS:
             return self._contexts(z, step)
         parts = [self._contexts(z[start : start + ROWS], step) for start in range(0, len(z), ROWS)]
         return torch.cat([centre for centre, _ in parts]), torch.cat([keys for _, keys in parts])
 
     def _contexts(self, z: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        device, units = z.device, self.hidden_weights.shape[2]
-        products = _int_mm(z, self.on_features[step].to(device))
-        hidden = (products[:, :units] + self.hidden_bias[step].to(device)).clamp_min(0)
+        on_features, hidden_bias, out_hidden, out_bias = (w[step] for w in self.weights_on(z.device))
+        units = hidden_bias.shape[0]
+        products = _int_mm(z, on_features)
+        hidden = (products[:, :units] + hidden_bias).clamp_min(0)
         high, low = products[:, units:].chunk(2, dim=1)
-        on_hidden = (hidden.double() @ self.out_hidden[step].to(device).double()).long() >> H_BITS
-        out = 128 * high.long() + low.long() + on_hidden + self.out_bias[step].to(device)
+        on_hidden = (hidden.double() @ out_hidden).long() >> H_BITS
+        out = 128 * high.long() + low.long() + on_hidden + out_bias
         mean, log_scale = out.chunk(2, dim=1)
         centre = (mean >> OUT_BITS).clamp(-SYMBOL_MAX, SYMBOL_MAX)
         phase = (mean >> (OUT_BITS - 2)) & (PHASES - 1)

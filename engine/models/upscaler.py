@@ -45,8 +45,11 @@ class Upscaler(nn.Module):
         input side; one, or ``[B]``)."""
         height, width = base.shape[-2:]
         x = F.pixel_unshuffle(F.pad(base, (0, width % 2, 0, height % 2), mode="replicate"), 2)
-        log_ratio = torch.as_tensor(ratio, dtype=x.dtype, device=x.device).log().reshape(-1, 1, 1, 1)
-        x = torch.cat([x, log_ratio.expand(x.shape[0], 1, *x.shape[-2:])], dim=1)
+        if isinstance(ratio, torch.Tensor):
+            log_ratio = ratio.to(x).log().reshape(-1, 1, 1, 1).expand(x.shape[0], 1, *x.shape[-2:])
+        else:  # a fill, no host-to-device copy: CUDA-graph safe
+            log_ratio = x.new_full((x.shape[0], 1, *x.shape[-2:]), math.log(ratio))
+        x = torch.cat([x, log_ratio], dim=1)
         return F.pixel_shuffle(self.body(x), 2)[..., :height, :width]
 
     @property
