@@ -212,8 +212,10 @@ def test_a_batch_s_contexts_computed_at_once_code_each_row_as_alone(model):
         alone = latent_stage.compress(symbols.tobytes(), method, symbols.shape, "flux2", 19)
         given = tuple(t[row].numpy() for t in contexts)
         assert latent_stage.compress(symbols.tobytes(), method, symbols.shape, "flux2", 19, contexts=given) == alone
-    wider = torch.cat([planes, planes], 1)  # rows of int16 symbols: not this step's business
-    assert latent_stage.batch_contexts(wider, method, CodingMode.UNIFORM, grids.shape[1:], "flux2") is None
+    wider = torch.cat([planes, planes], 1)  # the uniform coder's rows hold room for int16 symbols after them
+    again = latent_stage.batch_contexts(wider, method, CodingMode.UNIFORM, grids.shape[1:], "flux2")
+    assert all(torch.equal(a, b) for a, b in zip(again, contexts, strict=True))
+    assert latent_stage.batch_contexts(planes[:, :-1], method, CodingMode.UNIFORM, grids.shape[1:], "flux2") is None
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -222,3 +224,20 @@ def test_contexts_on_cuda_give_the_same_payloads(model):
     payload = passes_coder.encode(symbols, model)
     assert passes_coder.encode(symbols, model, torch.device("cuda")) == payload
     assert np.array_equal(passes_coder.decode(payload, symbols.shape, model, torch.device("cuda")), symbols)
+
+
+def test_the_encoder_codes_a_batch_from_contexts_computed_at_once(codec, kodak_crop, monkeypatch):
+    images = [kodak_crop, kodak_crop.transpose(0), kodak_crop.transpose(1)]
+    given = []
+    compress = latent_stage.compress
+
+    def spy(*args, **kwargs):
+        given.append(kwargs.get("contexts", args[6] if len(args) > 6 else None) is not None)
+        return compress(*args, **kwargs)
+
+    monkeypatch.setattr(latent_stage, "compress", spy)
+    batched = [r.unwrap() for r in codec.encode_batch(images, denoiser=None, step=1.0)]
+    assert given == [True] * 3
+    monkeypatch.setattr(latent_stage, "batch_contexts", lambda *args: None)
+    assert [r.unwrap() for r in codec.encode_batch(images, denoiser=None, step=1.0)] == batched
+    assert given[3:] == [False] * 3

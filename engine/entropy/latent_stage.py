@@ -21,6 +21,7 @@ import torch
 
 from latentcodec.engine.entropy import context_coder, passes_coder, passes_model, zstd
 from latentcodec.engine.entropy import context_model as wavefront_model
+from latentcodec.engine.entropy.context_model import SYMBOL_MAX
 from latentcodec.engine.errors import CorruptStreamError, WeightsMismatchError, WeightsNotFoundError
 from latentcodec.engine.format import CodingMode, EntropyMethod
 from latentcodec.engine.models.weights import BUNDLED, file_sha256
@@ -134,15 +135,17 @@ def _symbols(planes: bytes, shape: Shape) -> np.ndarray:
 def batch_contexts(
     planes: torch.Tensor, wanted: EntropyMethod, mode: CodingMode, shape: Shape, latent_space: str
 ) -> tuple | None:
-    """The contexts of a batch's symbols (``planes`` ``[B, bytes]``, uint8, on the session's device) under the
-    method :func:`method_for` picks, each step one computation over the batch on that device, for :func:`compress`
-    to code row by row on the host (its ``contexts``); None where the method has no such step or the rows are not
-    int8 symbols of ``shape``."""
-    method = method_for(wanted, mode, int(np.prod(shape)), shape, latent_space)
+    """The contexts of a batch's int8 symbols of ``shape`` (the first bytes of each row of ``planes`` ``[B, bytes]``,
+    uint8, on the session's device) under the method :func:`method_for` picks for them, each step one computation
+    over the batch on that device, for :func:`compress` to code row by row on the host (its ``contexts``); None
+    where that method has no such step. Rows whose symbols are wider get contexts of their low bytes: unused, as
+    their method is zstd."""
+    size = int(np.prod(shape))
+    method = method_for(wanted, mode, size, shape, latent_space)
     modelled = METHODS.get(method)
-    if modelled is None or modelled.batch_contexts is None or planes.shape[1] != int(np.prod(shape)):
+    if modelled is None or modelled.batch_contexts is None or planes.shape[1] < size:
         return None
-    grids = planes.view(torch.int8).reshape(len(planes), *shape)
+    grids = planes[:, :size].view(torch.int8).clamp(-SYMBOL_MAX, SYMBOL_MAX).reshape(len(planes), *shape)
     return modelled.batch_contexts(grids, model_for(method, latent_space))
 
 
