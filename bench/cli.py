@@ -144,6 +144,7 @@ def cmd_rd(args: argparse.Namespace) -> int:
     images = {p.name: Image.open(p).convert("RGB") for p in paths}
     available = rd.classic_codecs()
     classic = {k: v for k, v in rd.CLASSIC_SWEEPS.items() if k in available}
+    scaled = {k: v for k, v in rd.SCALED_SWEEPS.items() if k.removesuffix("-scaled") in available}
     latent = dict(rd.LATENT_SWEEPS)
     if args.targets:
         latent[rd.RATE_CONTROL] = [{"mode": "uniform", "target_bpp": t} for t in args.targets]
@@ -156,11 +157,14 @@ def cmd_rd(args: argparse.Namespace) -> int:
         chosen = set(args.codecs.split(","))
         classic = {k: v for k, v in classic.items() if k in chosen}
         latent = {k: v for k, v in latent.items() if k in chosen}
+        scaled = {k: v for k, v in scaled.items() if k in chosen}
     if args.plain:
         latent |= {f"{name}-plain": [{**o, "denoiser": None} for o in sweep] for name, sweep in latent.items()}
-    steps = len(images) * (sum(map(len, classic.values())) + sum(map(len, latent.values())))
+    steps = len(images) * sum(len(sweep) for sweeps in (classic, latent, scaled) for sweep in sweeps.values())
     with progress_bar(steps, "rate-distortion") as bar:
-        points = rd.evaluate(images, make_codec(args), classic, latent, progress=bar.update)
+        codec = make_codec(args) if latent else None  # the downscaled anchors and classic codecs need no model
+        points = rd.evaluate(images, codec, classic, latent, progress=bar.update)
+        points += rd.evaluate_scaled(images, scaled, progress=bar.update)
     if args.reuse:
         points += rd.reused_points(Path(args.reuse), images, {p.codec for p in points}, args.reuse_label)
     curves = rd.mean_curves(points)
@@ -412,7 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("--json", help="write per-image results here")
     ben.set_defaults(run=cmd_bench)
 
-    rdp = sub.add_parser("rd", help="rate-distortion sweep against JPEG, WebP and AVIF, with BD-rates and plots")
+    rdp = sub.add_parser(
+        "rd",
+        help="rate-distortion sweep against JPEG, WebP, AVIF, JPEG XL and downscaled WebP and AVIF (webp-scaled, "
+        "avif-scaled), with BD-rates and plots",
+    )
     add_image_set(rdp)
     rdp.add_argument("--targets", type=float, nargs="+", help="add a rate-controlled curve at these bpp")
     rdp.add_argument("--bd-range", type=float, nargs=2, default=[0.1, 0.5], help="bpp range of the BD-rates")
@@ -421,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rdp.add_argument("--effort", type=int, help="add latent-uniform with this many refinement steps")
     rdp.add_argument("--plain", action="store_true", help="add each latent curve without the denoiser (-plain)")
-    rdp.add_argument("--codecs", help="comma-separated subset, e.g. jpeg,webp,latent-uniform-half")
+    rdp.add_argument("--codecs", help="comma-separated subset, e.g. jpeg,webp,webp-scaled,latent-uniform-half")
     rdp.add_argument("--reuse", help="add the points of an earlier run's --json (codecs measured now: renamed)")
     rdp.add_argument("--reuse-label", default="earlier", help="suffix of re-measured codecs' earlier curves")
     rdp.add_argument("--json", help="write every point, the curves and the BD-rates here")

@@ -1,9 +1,10 @@
 """Rate-distortion evaluation: latentcodec's modes against JPEG, WebP, AVIF and JPEG XL on an image set.
 
-Every codec is swept over its quality knob. Each point records the true file size in bits per pixel, PSNR
-(RGB), SSIM, MS-SSIM and SSIMULACRA2 (what people see), and encode and decode times. Curves are averaged over
-the images per setting (as CompressAI does) and compared with Bjontegaard delta rates (``bjontegaard``
-package, Akima interpolation) inside a bpp range.
+Every codec is swept over its quality knob; the downscaled anchors (``webp-scaled``, ``avif-scaled``: what a user
+does with Pillow at low rates) over target rates, choosing scale and quality as latentcodec's rate control does.
+Each point records the true file size in bits per pixel, PSNR (RGB), SSIM, MS-SSIM and SSIMULACRA2 (what people
+see), and encode and decode times. Curves are averaged over the images per setting (as CompressAI does) and
+compared with Bjontegaard delta rates (``bjontegaard`` package, Akima interpolation) inside a bpp range.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import struct
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
@@ -20,7 +22,10 @@ import numpy as np
 from PIL import Image, features
 
 from latentcodec.bench.metrics import bits_per_pixel, ms_ssim, psnr, ssim, ssimulacra2
+from latentcodec.engine import quality as quality_scores
+from latentcodec.engine import search
 from latentcodec.engine.codec import Codec
+from latentcodec.engine.options import EncodeOptions
 
 # name -> (knob values, low to high rate)
 CLASSIC_SWEEPS: dict[str, list[int]] = {
@@ -38,6 +43,15 @@ LATENT_SWEEPS: dict[str, list[dict]] = {
 
 RATE_CONTROL = "latent-rate-control"  # a sweep of target_bpp values (``latentcodec rd --targets``)
 
+# Downscaled anchors: Lanczos down by one of SCALES, encode, decode, Lanczos back up to full size. Per image and
+# target rate, each scale's highest quality whose bytes fit the budget is decoded and scored by rate control's
+# metric (EncodeOptions' default), and rate control's rule picks among them (engine.search.choose: the best score
+# within 10% of the budget). The bytes are the downscaled file's plus SCALE_HEADER_BYTES for the scale.
+SCALES = (1.0, 0.85, 0.7, 0.6, 0.5, 0.42, 0.35, 0.3, 0.25)
+SCALE_HEADER_BYTES = 2
+SCALED_TARGETS = [0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4]
+SCALED_SWEEPS: dict[str, list[float]] = {"webp-scaled": SCALED_TARGETS, "avif-scaled": SCALED_TARGETS}
+
 
 @dataclass(frozen=True)
 class RDPoint:
@@ -52,6 +66,7 @@ class RDPoint:
     ssimulacra2: float
     encode_s: float
     decode_s: float
+    detail: str = ""  # what a search chose (downscaled anchors: "scale=0.5,q=20")
 
 
 def classic_codecs() -> dict[str, Callable[[Image.Image, int], bytes]]:
@@ -88,12 +103,13 @@ def _point(name: str, codec: str, setting: str, reference: np.ndarray, data: byt
 
 def evaluate(
     images: dict[str, Image.Image],
-    codec: Codec,
+    codec: Codec | None,
     classic: dict[str, list[int]] = CLASSIC_SWEEPS,
     latent: dict[str, list[dict]] = LATENT_SWEEPS,
     progress: Callable[[int], None] | None = None,
 ) -> list[RDPoint]:
-    """Every image through every point of the classic codecs' and latentcodec's sweeps (name -> settings)."""
+    """Every image through every point of the classic codecs' and latentcodec's sweeps (name -> settings); the
+    codec may be None without latent sweeps."""
     available = classic_codecs()
     points = []
     for name, image in images.items():
@@ -119,6 +135,131 @@ def evaluate(
                 times = (t1 - t0, time.perf_counter() - t1)
                 setting = ",".join(f"{k}={v}" for k, v in options.items() if k != "mode")
                 points.append(_point(name, sweep, setting, reference, data, decoded, times))
+                if progress:
+                    progress(1)
+    return points
+
+
+def downscaled(image: Image.Image, scale: float) -> Image.Image:
+    """``image`` at ``scale`` of each side (at least one pixel), Lanczos; itself at scale 1."""
+    if scale == 1:
+        return image
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
+
+
+@dataclass(frozen=True)
+class ScaledEncoding:
+    scale: float
+    quality: int
+    file: bytes  # the downscaled image's WebP/AVIF file
+    decoded: np.ndarray  # uint8 RGB, upscaled back to the full size
+    score: float  # under the metric the anchor was chosen by
+
+    @property
+    def bytes(self) -> int:
+        return len(self.file) + SCALE_HEADER_BYTES
+
+
+class ScaledAnchor:
+    """One image through one Pillow encoder (``quality -> file``) at every scale of ``scales`` (default
+    :data:`SCALES`), scored by ``metric`` (default: rate control's); files memoised per (scale, quality), so the
+    target rates of one image share their encodes."""
+
+    def __init__(
+        self,
+        image: Image.Image,
+        encode: Callable[[Image.Image, int], bytes],
+        scales: Sequence[float] | None = None,
+        metric: str | None = None,
+    ):
+        self.image = image.convert("RGB")
+        self.reference = np.asarray(self.image)
+        self.encode, self.scales = encode, tuple(scales or SCALES)
+        self.metric = metric or EncodeOptions().metric
+        self._small: dict[float, Image.Image] = {}
+        self._files: dict[tuple[float, int], bytes] = {}
+
+    def file(self, scale: float, quality: int) -> bytes:
+        if (scale, quality) not in self._files:
+            if scale not in self._small:
+                self._small[scale] = downscaled(self.image, scale)
+            self._files[scale, quality] = self.encode(self._small[scale], quality)
+        return self._files[scale, quality]
+
+    def quality_within(self, scale: float, budget: float) -> int:
+        """The highest quality in 0..100 whose bytes (file and scale) are at most ``budget`` (bisection; 0 when
+        none fits)."""
+        lo, hi, best = 0, 100, 0
+        while lo <= hi:
+            quality = (lo + hi) // 2
+            if len(self.file(scale, quality)) + SCALE_HEADER_BYTES <= budget:
+                best, lo = quality, quality + 1
+            else:
+                hi = quality - 1
+        return best
+
+    def encoding(self, scale: float, quality: int) -> ScaledEncoding:
+        file = self.file(scale, quality)
+        small = Image.open(io.BytesIO(file)).convert("RGB")
+        decoded = np.asarray(small.resize(self.image.size, Image.LANCZOS) if scale != 1 else small)
+        return ScaledEncoding(scale, quality, file, decoded, quality_scores.score(self.metric, self.reference, decoded))
+
+    def candidates(self, bpp: float) -> list[ScaledEncoding]:
+        """Per scale, the encoding at the highest quality that fits ``bpp``."""
+        budget = bpp * self.image.width * self.image.height / 8
+        return [self.encoding(scale, self.quality_within(scale, budget)) for scale in self.scales]
+
+    def at_rate(self, bpp: float) -> ScaledEncoding:
+        """The candidate rate control's rule picks: the best score within its tolerance of the budget, else the
+        one closest to it."""
+        budget = bpp * self.image.width * self.image.height / 8
+        candidates = {struct.pack("<H", round(c.scale * 10000)) + c.file: c for c in self.candidates(bpp)}
+        pool = [search.Candidate(data, c.score) for data, c in candidates.items()]
+        return candidates[search.choose(pool, budget)]
+
+
+def evaluate_scaled(
+    images: dict[str, Image.Image],
+    sweeps: dict[str, Sequence[float]] = SCALED_SWEEPS,
+    progress: Callable[[int], None] | None = None,
+    scales: Sequence[float] | None = None,
+) -> list[RDPoint]:
+    """The downscaled anchors (``NAME-scaled``: NAME's Pillow encoder) at each of their target rates. A point's
+    times are its chosen encoding's (downscale and encode; decode and upscale), not the search's."""
+    available = classic_codecs()
+    points = []
+    for name, image in images.items():
+        rgb = image.convert("RGB")
+        reference = np.asarray(rgb)
+        height, width = reference.shape[:2]
+        for sweep, targets in sweeps.items():
+            encode = available[sweep.removesuffix("-scaled")]
+            anchor = ScaledAnchor(rgb, encode, scales)
+            for target in targets:
+                chosen = anchor.at_rate(target)
+                t0 = time.perf_counter()
+                encode(downscaled(rgb, chosen.scale), chosen.quality)
+                t1 = time.perf_counter()
+                small = Image.open(io.BytesIO(chosen.file)).convert("RGB")
+                if chosen.scale != 1:
+                    small = small.resize(rgb.size, Image.LANCZOS)
+                times = (t1 - t0, time.perf_counter() - t1)
+                test = chosen.decoded
+                points.append(
+                    RDPoint(
+                        name,
+                        sweep,
+                        f"target_bpp={target}",
+                        chosen.bytes,
+                        bits_per_pixel(chosen.bytes, width, height),
+                        psnr(reference, test),
+                        ssim(reference, test),
+                        ms_ssim(reference, test),
+                        ssimulacra2(reference, test),
+                        *times,
+                        detail=f"scale={chosen.scale},q={chosen.quality}",
+                    )
+                )
                 if progress:
                     progress(1)
     return points
@@ -173,9 +314,10 @@ def _increasing(values: list[float]) -> bool:
     return all(b > a for a, b in itertools.pairwise(values))
 
 
-def bd_table(
-    curves: dict[str, list[dict]], anchors: Sequence[str] = ("webp", "jpeg", "avif", "jxl"), bpp_range=(0.1, 0.5)
-) -> list[dict]:
+ANCHORS = ("webp", "jpeg", "avif", "jxl", "webp-scaled", "avif-scaled")
+
+
+def bd_table(curves: dict[str, list[dict]], anchors: Sequence[str] = ANCHORS, bpp_range=(0.1, 0.5)) -> list[dict]:
     """BD-rate of every curve against each anchor, on each of ``METRICS``."""
     rows = []
     for codec, curve in curves.items():
@@ -205,25 +347,31 @@ def format_bd_table(rows: Sequence[dict], bpp_range=(0.1, 0.5)) -> str:
     return "\n".join(lines)
 
 
-def plot(curves: dict[str, list[dict]], path: Path, title: str = "") -> None:
-    """PSNR, MS-SSIM and SSIMULACRA2 against bpp, one line per codec."""
+def plot(curves: dict[str, list[dict]], path: Path, title: str = "", low_rates: float = 0.45) -> None:
+    """PSNR, MS-SSIM and SSIMULACRA2 against bpp, one line per codec: up to 1.2 bpp above, up to ``low_rates``
+    below."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
-    for codec, curve in curves.items():
-        style = "o-" if codec.startswith("latent") else "s--"
-        for ax, metric in zip(axes, METRICS, strict=True):
-            ax.plot([p["bpp"] for p in curve], [p[metric] for p in curve], style, label=codec, ms=3)
-    for ax, label in zip(axes, ("PSNR (dB)", "MS-SSIM", "SSIMULACRA2"), strict=True):
-        ax.set(xlabel="bits per pixel", ylabel=label, xlim=(0, 1.2))
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8.4))
+    for row, limit in zip(axes, (1.2, low_rates), strict=True):
+        for codec, curve in curves.items():
+            style = "o-" if codec.startswith("latent") else "^-." if codec.endswith("-scaled") else "s--"
+            for ax, metric in zip(row, METRICS, strict=True):
+                ax.plot([p["bpp"] for p in curve], [p[metric] for p in curve], style, label=codec, ms=3)
+        for ax, metric, label in zip(row, METRICS, ("PSNR (dB)", "MS-SSIM", "SSIMULACRA2"), strict=True):
+            ax.set(xlabel="bits per pixel", ylabel=label, xlim=(0, limit))
+            shown = [p[metric] for curve in curves.values() for p in curve if p["bpp"] <= limit]
+            if shown:
+                margin = 0.05 * (max(shown) - min(shown)) or 1e-3
+                ax.set_ylim(min(shown) - margin, max(shown) + margin)
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 

@@ -1,12 +1,16 @@
-"""Rate-distortion harness: BD-rates against known answers, and the whole sweep on two small Kodak crops."""
+"""Rate-distortion harness: BD-rates against known answers, the whole sweep on two small Kodak crops, and the
+downscaled WebP/AVIF anchors on small crops."""
 
+import io
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 from shared_inputs import KODAK, kodak_path
 
-from latentcodec.bench import cli, rd
+from latentcodec.bench import cli, figure, rd
+from latentcodec.bench.metrics import psnr
 
 ANCHOR = [
     {"bpp": b, "psnr": p, "ms_ssim": m}
@@ -103,3 +107,99 @@ def test_reused_points_keep_other_codecs_and_rename_re_measured_ones(tmp_path):
     rd.write_json(tmp_path / "earlier.json", earlier, {}, [])
     reused = rd.reused_points(tmp_path / "earlier.json", {"a.png"}, {"latent-rate-control"}, "taef2")
     assert [(p.codec, p.bpp) for p in reused] == [("webp", 0.2), ("latent-rate-control-taef2", 0.1)]
+
+
+# Downscaled anchors (webp-scaled, avif-scaled)
+
+
+@pytest.fixture(scope="module")
+def face():
+    """kodim04's face at 256x256: WebP at quality 0 needs 0.064 bpp for it at full size."""
+    return Image.open(kodak_path(4)).convert("RGB").crop((120, 140, 376, 396))
+
+
+def _webp():
+    return rd.classic_codecs()["webp"]
+
+
+def test_scaled_anchor_fits_the_budget_and_picks_the_best_scoring_scale(face):
+    anchor = rd.ScaledAnchor(face, _webp())
+    bpp = 0.3
+    budget = bpp * 256 * 256 / 8
+    candidates = anchor.candidates(bpp)
+    assert [c.scale for c in candidates] == list(rd.SCALES)
+    for c in candidates:  # each scale at its highest quality that fits
+        assert c.bytes <= budget
+        assert c.quality == 100 or len(anchor.file(c.scale, c.quality + 1)) + rd.SCALE_HEADER_BYTES > budget
+        assert c.decoded.shape == (256, 256, 3)
+        assert c.score == pytest.approx(psnr(np.asarray(face), c.decoded))  # rate control's default metric
+    within = [c for c in candidates if abs(c.bytes - budget) <= 0.1 * budget]
+    assert len({c.scale for c in within}) > 1  # a real choice
+    chosen = anchor.at_rate(bpp)
+    assert chosen.score == max(c.score for c in within)
+    assert chosen.score > min(c.score for c in within)
+
+
+def test_at_a_very_low_rate_a_downscale_wins_and_at_a_high_one_the_full_size(face):
+    anchor = rd.ScaledAnchor(face, _webp())
+    low = 0.04
+    assert len(anchor.file(1.0, 0)) > low * 256 * 256 / 8  # quality 0 at full size does not fit
+    chosen = anchor.at_rate(low)
+    assert chosen.scale < 1 and chosen.bytes <= low * 256 * 256 / 8
+    assert anchor.at_rate(3.0).scale == 1.0
+
+
+def test_scaled_anchor_follows_rate_controls_metric(face):
+    by_ms_ssim = rd.ScaledAnchor(face, _webp(), scales=(1.0, 0.5), metric="ms-ssim").at_rate(0.3)
+    assert 0 < by_ms_ssim.score <= 1  # MS-SSIM, not dB
+    with pytest.raises(ValueError, match="unknown metric"):
+        rd.ScaledAnchor(face, _webp(), scales=(1.0,), metric="lpips").at_rate(0.3)
+
+
+def test_scaled_points_count_the_encoded_file_and_the_scale(crops):
+    sweeps = {"webp-scaled": [0.1, 0.4], "avif-scaled": [0.1, 0.4]}
+    one = {"kodim05": crops["kodim05"]}
+    points = rd.evaluate_scaled(one, sweeps, scales=(1.0, 0.6, 0.35))
+    assert [(p.image, p.codec, p.setting) for p in points] == [
+        ("kodim05", codec, f"target_bpp={t}") for codec in sweeps for t in sweeps[codec]
+    ]
+    encoders = rd.classic_codecs()
+    for p in points:
+        settings = dict(item.split("=") for item in p.detail.split(","))
+        scale, quality = float(settings["scale"]), int(settings["q"])
+        small = rd.downscaled(crops[p.image], scale)
+        file = encoders[p.codec.removesuffix("-scaled")](small, quality)
+        assert Image.open(io.BytesIO(file)).size == small.size
+        assert p.bytes == len(file) + rd.SCALE_HEADER_BYTES and rd.SCALE_HEADER_BYTES == 2
+        assert p.bpp == pytest.approx(8 * p.bytes / (192 * 176))
+        decoded = Image.open(io.BytesIO(file)).convert("RGB").resize((192, 176), Image.LANCZOS)
+        assert p.psnr == pytest.approx(psnr(np.asarray(crops[p.image]), np.asarray(decoded)))
+        assert -100 < p.ssimulacra2 < 100 and 0 < p.ms_ssim <= 1
+    low, high = points[0], points[1]
+    assert low.bytes < high.bytes and low.psnr < high.psnr
+
+
+def test_cli_rd_measures_the_downscaled_anchors_without_loading_a_model(tmp_path, monkeypatch):
+    Image.open(kodak_path(4)).convert("RGB").crop((120, 140, 376, 396)).save(tmp_path / "a.png")
+
+    def no_model(args):
+        raise AssertionError("no latent sweep was asked for")
+
+    monkeypatch.setattr(cli, "make_codec", no_model)
+    monkeypatch.setattr(rd, "SCALED_SWEEPS", {"webp-scaled": [0.1, 0.3], "avif-scaled": [0.1, 0.3]})
+    monkeypatch.setattr(rd, "SCALES", (1.0, 0.5))
+    monkeypatch.setattr(rd, "CLASSIC_SWEEPS", {**rd.CLASSIC_SWEEPS, "webp": [0, 20, 50]})
+    out = tmp_path / "rd.json"
+    assert (
+        cli.main(["rd", str(tmp_path), "--codecs", "webp,webp-scaled", "--bd-range", "0", "1", "--json", str(out)]) == 0
+    )
+    stored = json.loads(out.read_text())
+    assert {p["codec"] for p in stored["points"]} == {"webp", "webp-scaled"}
+    assert any(r["codec"] == "webp" and r["anchor"] == "webp-scaled" for r in stored["bd_rates"])
+
+
+def test_side_by_side_adds_downscaled_webp_at_the_same_rate(face, tmp_path):
+    rates = figure.side_by_side(face, 0.15, {}, (0, 0, 64, 64), tmp_path / "f.png")
+    assert "webp-scaled" in rates and rates["webp-scaled"] <= 0.15
+    assert rates["webp-scaled"] == pytest.approx(8 * rd.ScaledAnchor(face, _webp()).at_rate(0.15).bytes / 256**2)
+    assert Image.open(tmp_path / "f.png").size == (64 * (1 + len(rates)), 84)
