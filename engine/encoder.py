@@ -57,7 +57,7 @@ class Encoder:
         self.session, self.pipeline, self.decoder = session, pipeline, decoder
 
     def plan(self, options: EncodeOptions) -> EncodePlan:
-        return plan_encode(options, self.session.model_id, self.session.denoiser)
+        return plan_encode(options, self.session.model_id, self.session.denoiser, self.session.spec.latent_space)
 
     def encode(self, ready: dict[int, PreparedImage], plan: EncodePlan, outcomes: Outcomes[bytes]) -> None:
         """Settle one stream per prepared image (searches run one image at a time)."""
@@ -80,7 +80,7 @@ class Encoder:
         def on_device(members: list[int]) -> list[Result[Future]]:
             images = _stack([jobs[i].rgb for i in members], self.session.device)
             latents = self._refined(self.session.latents(images), images, plan)
-            coded = coder.encode(latents, plan.options)
+            coded = plan.quantize(coder, latents)
             fractions = self._fractions(coder, coded, latents, images, plan)
             rows, host = self._on_host(coded, latents, plan, batched=True), self.pipeline.host
             return [
@@ -111,7 +111,7 @@ class Encoder:
     def _coded(self, latents: torch.Tensor, plan: EncodePlan) -> tuple[Coder, CodedBatch, HostRows]:
         """The mode's coder, its coded batch of ``latents`` and that batch on its way to the host."""
         coder = self.session.coder(plan.options.mode)
-        coded = coder.encode(latents, plan.options)
+        coded = plan.quantize(coder, latents)
         return coder, coded, self._on_host(coded, latents, plan)
 
     def _on_host(self, coded: CodedBatch, latents: torch.Tensor, plan: EncodePlan, batched: bool = False) -> HostRows:

@@ -94,6 +94,7 @@ class EncodeOptions:
         metadata=_meta(str, "what target_bpp and the denoiser-strength choice maximise", choices=METRICS),
     )
     effort: int = field(default=0, metadata=_meta(int, "latent refinement steps through the decoder (uniform)"))
+    rdo: float = field(default=0.0, metadata=_meta(float, "uniform: code length's weight in rounding (0: nearest)"))
     denoiser: str | None = field(
         default=AUTO,
         metadata=_meta(
@@ -102,10 +103,7 @@ class EncodeOptions:
         ),
     )
     denoiser_strength: float | None = field(
-        default=None,
-        metadata=_meta(
-            float, "with a named denoiser: fraction of the measured noise level to denoise (default: the denoiser's)"
-        ),
+        default=None, metadata=_meta(float, "with a named denoiser: fraction of the noise level it is told")
     )
     strength_by: str = field(
         default="crops",
@@ -231,6 +229,7 @@ _RANGES = (
     ("step", MIN_STEP, MAX_STEP, False),
     ("palette_size", 2, MAX_PALETTE, False),
     ("effort", 0, 1000, False),
+    ("rdo", 0, 10, False),
     ("target_bpp", 0, 24, True),
     ("target_psnr", 10, 60, False),
 )

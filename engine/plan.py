@@ -6,7 +6,14 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import numpy as np
+import torch
+
+from latentcodec.engine.coders import Coder
+from latentcodec.engine.coders.base import CodedBatch
 from latentcodec.engine.denoise.registry import DEFAULT_DENOISERS, denoiser_spec
+from latentcodec.engine.entropy import rdo
+from latentcodec.engine.entropy.passes_model import PassesModel
 from latentcodec.engine.errors import WeightsNotFoundError
 from latentcodec.engine.format import CodingMode
 from latentcodec.engine.options import AUTO, EncodeOptions
@@ -25,6 +32,14 @@ class EncodePlan:
     denoiser_id: str | None = None
     choose_strength: bool = False
     noise_fraction: float = 1.0
+    rounding: PassesModel | None = None  # the model whose code lengths the rounding weighs (``options.rdo``)
+
+    def quantize(self, coder: Coder, latents: torch.Tensor) -> CodedBatch:
+        """The coder's batch of ``latents``, rounded for rate and distortion where the plan says so."""
+        coded = coder.encode(latents, self.options)
+        if self.rounding is None or self.options.mode != CodingMode.UNIFORM:
+            return coded
+        return rdo.recoded(coded, latents, float(np.float32(self.options.step_value)), self.rounding, self.options.rdo)
 
     def with_options(self, **changes) -> EncodePlan:
         """The same plan over changed options (the rate search's scales and steps)."""
@@ -37,9 +52,19 @@ class EncodePlan:
         return None if self.choose_strength else self.denoiser_id
 
 
-def plan_encode(options: EncodeOptions, model_id: str, load_denoiser: Callable[[str], object]) -> EncodePlan:
-    """The plan of ``options`` for streams of ``model_id``. A named denoiser of another latent space fails here,
-    before any work; under ``"auto"`` a denoiser whose weights are not installed is left out, with a warning."""
+def plan_encode(
+    options: EncodeOptions, model_id: str, load_denoiser: Callable[[str], object], latent_space: str | None = None
+) -> EncodePlan:
+    """The plan of ``options`` for streams of ``model_id`` (of ``latent_space``). A named denoiser of another latent
+    space fails here, before any work; under ``"auto"`` a denoiser whose weights are not installed is left out, with
+    a warning."""
+    plan = _denoising(options, model_id, load_denoiser)
+    if options.rdo and latent_space is not None:
+        plan = replace(plan, rounding=rdo.model_for(options.entropy, latent_space))
+    return plan
+
+
+def _denoising(options: EncodeOptions, model_id: str, load_denoiser: Callable[[str], object]) -> EncodePlan:
     if options.denoiser != AUTO:
         if options.denoiser is None:
             return EncodePlan(options)

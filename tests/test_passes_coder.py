@@ -53,7 +53,7 @@ def test_extreme_symbols_round_trip_and_minus_128_is_refused(model):
 
 @pytest.mark.parametrize("shape", [(32, 1, 1), (32, 2, 3), (32, 17, 9), (32, 64, 96)])
 def test_sequential_steps_are_at_most_16_at_any_size(model, shape):
-    steps = list(passes_coder._steps(model, shape))
+    steps = list(passes_coder.coding_steps(model, shape))
     assert len(steps) <= 16 and len({step for step, _, _ in steps}) == len(steps)
     covered = np.zeros(shape[1:], dtype=int)
     for p, (pi, pj) in enumerate(passes_model.PASSES):

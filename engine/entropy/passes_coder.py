@@ -34,7 +34,7 @@ Shape = tuple[int, int, int]
 Run = tuple[int, np.ndarray]  # (table, its symbols' indices into the step's flattened [n, Cg] grid)
 
 
-def _steps(model: PassesModel, shape: tuple[int, int, int]) -> Iterator[tuple[int, int, int]]:
+def coding_steps(model: PassesModel, shape: tuple[int, int, int]) -> Iterator[tuple[int, int, int]]:
     """``(step, pass, group)`` in coding order, skipping passes with no positions (one-row or one-column grids)."""
     _, h, w = shape
     for p in range(len(PASSES)):
@@ -60,7 +60,7 @@ def _residuals(
     """``(step, keys [B * n, Cg], residuals [B * n, Cg])`` of every step of fully known grids ``[B, C, H, W]`` with
     their side features ``side`` ``[B, S]`` (image-major, then position)."""
     pass_features = {}
-    for step, p, g in _steps(model, tuple(grid.shape[1:])):
+    for step, p, g in coding_steps(model, tuple(grid.shape[1:])):
         if p not in pass_features:
             pass_features[p] = features(grid, p, side)
         centre, keys = model.contexts(pass_features[p], step)
@@ -97,7 +97,7 @@ def encode_contexts(
 
 def _step_positions(model: PassesModel, shape: Shape) -> list[int]:
     """How many positions each step codes (one symbol of each of its group's channels at each)."""
-    return [int(np.prod(positions(*shape[1:], p))) for _, p, _ in _steps(model, shape)]
+    return [int(np.prod(positions(*shape[1:], p))) for _, p, _ in coding_steps(model, shape)]
 
 
 def _checked(symbols: np.ndarray, model: PassesModel, device: torch.device | None) -> torch.Tensor:
@@ -152,7 +152,7 @@ def decode(
     device = torch.device(device or "cpu")
     grid, tables, z, current = torch.zeros((1, *shape), dtype=torch.int8, device=device), model.categoricals, None, None
     side = side.to(device)
-    for step, p, g in _steps(model, shape):
+    for step, p, g in coding_steps(model, shape):
         if p != current:  # a pass's features once; each group then fills in its own centre columns
             z, current = features(grid, p, side), p
         centre, keys = (t.cpu() for t in model.contexts(z, step))
