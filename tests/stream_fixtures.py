@@ -90,6 +90,12 @@ PASSES2_CASES: tuple[tuple[str, int, tuple[int, int, int, int], str, dict], ...]
     ("passes2-coarse-greyscale", 8, (200, 100, 337, 221), "L", {"entropy": "passes", "step": 4.0}),
     ("passes2-target-bpp", 19, (300, 300, 396, 396), "RGB", {"entropy": "passes", "target_bpp": 0.2}),
 )
+# rounding weighed by the passes model's code lengths (`rdo`; every case above rounds to nearest)
+RDO_CASES: tuple[tuple[str, int, tuple[int, int, int, int], str, dict], ...] = (
+    ("rdo-default", 23, (300, 200, 428, 296), "RGB", {"rdo": 0.1}),
+    ("rdo-step2-plain", 5, (100, 100, 196, 164), "RGB", {"rdo": 0.1, "step": 2.0, "denoiser": None}),
+    ("rdo-target-bpp", 19, (300, 300, 396, 396), "RGB", {"rdo": 0.1, "target_bpp": 0.2}),
+)
 
 
 def case_image(kodak: Path, index: int, box: tuple[int, int, int, int], mode: str) -> Image.Image:
@@ -127,7 +133,7 @@ def stream_digests(kodak: Path) -> dict[str, dict]:
     context = [(*case[:4], {**old, "entropy": "context", **case[4]}) for case in CONTEXT_CASES]
     cases = [(*case[:4], {**old, "entropy": "zstd", **case[4]}) for case in CASES] + context
     switched = [(*case[:4], {**old, "entropy": "context", **case[4]}) for case in SWITCHED_CASES]
-    switched += [*PASSES_CASES, *PASSES2_CASES]
+    switched += [*PASSES_CASES, *PASSES2_CASES, *RDO_CASES]
     cases = [("taef2", *case) for case in cases] + [("taef2-q2", *case) for case in switched]
     for model, name, index, box, mode, options in cases:
         data = codecs[model].encode(case_image(kodak, index, box, mode), **options)

@@ -19,11 +19,9 @@ from latentcodec.engine.entropy.passes_coder import coding_steps
 from latentcodec.engine.entropy.passes_model import LOG_TABLE, PASSES, PassesModel, centre_columns, features, side_info
 from latentcodec.engine.format import EntropyMethod
 
-LAMBDA = 0.1  # bits against squared error in steps; chosen on `photos` (README, "Rate-distortion optimized rounding")
-
 
 @torch.no_grad()
-def rounded(scaled: torch.Tensor, model: PassesModel, lam: float = LAMBDA) -> torch.Tensor:
+def rounded(scaled: torch.Tensor, model: PassesModel, lam: float) -> torch.Tensor:
     """int8 symbols ``[B, C, H, W]`` of latents over the step ``scaled`` (float, within +-127), each the floor or
     ceiling of its value that minimizes squared error plus ``lam`` times its code length."""
     grid = scaled.round().clamp(-SYMBOL_MAX, SYMBOL_MAX).to(torch.int8)
