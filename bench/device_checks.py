@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     for where in ("device", "host"):
         if where == "host":  # the passes contexts per stream on the host threads, as a CPU session runs them
             method = latent_stage.METHODS[EntropyMethod.PASSES]
-            unplaced = dataclasses.replace(method, placed=False, batch_contexts=None)
+            unplaced = dataclasses.replace(method, batch_contexts=None, encode_contexts=None)
             latent_stage.METHODS[EntropyMethod.PASSES] = unplaced
         pics = (pictures * 2)[: 4 * BATCH]
         paths = stages.run_paths("taef2-q2", (SIZE, SIZE), BATCH, CUDA, calls=4, entropy="passes", images=pics)

@@ -32,12 +32,12 @@ class EncodePlan:
     denoiser_id: str | None = None
     choose_strength: bool = False
     noise_fraction: float = 1.0
-    rounding: PassesModel | None = None  # the model whose code lengths the rounding weighs (``options.rdo``)
+    rounding: PassesModel | None = None  # uniform: the model whose code lengths the rounding weighs (``options.rdo``)
 
     def quantize(self, coder: Coder, latents: torch.Tensor) -> CodedBatch:
         """The coder's batch of ``latents``, rounded for rate and distortion where the plan says so."""
         coded = coder.encode(latents, self.options)
-        if self.rounding is None or self.options.mode != CodingMode.UNIFORM:
+        if self.rounding is None:
             return coded
         return rdo.recoded(coded, latents, float(np.float32(self.options.step_value)), self.rounding, self.options.rdo)
 
@@ -59,7 +59,7 @@ def plan_encode(
     space fails here, before any work; under ``"auto"`` a denoiser whose weights are not installed is left out, with
     a warning."""
     plan = _denoising(options, model_id, load_denoiser)
-    if options.rdo and latent_space is not None:
+    if options.rdo and options.mode is CodingMode.UNIFORM and latent_space is not None:
         plan = replace(plan, rounding=rdo.model_for(options.entropy, latent_space))
     return plan
 

@@ -40,13 +40,26 @@ class ModelledMethod:
     encode: Callable[[np.ndarray, Any], bytes]
     decode: Callable[[bytes, Shape, Any], np.ndarray]
     code_length: Callable[[np.ndarray, Any], float] | None = None  # bits, without coding
-    placed: bool = False  # its contexts run on a torch device (the functions take ``device``)
-    batch_contexts: Callable[[torch.Tensor, Any], tuple[torch.Tensor, ...]] | None = None  # grids [B, C, h, w]
-    encode_contexts: Callable[..., bytes] | None = None  # (one row of batch_contexts' arrays, shape, model) -> payload
+    # contexts on a torch device (the functions then take ``device``): a batch's at once, grids [B, C, h, w] ...
+    batch_contexts: Callable[[torch.Tensor, Any], tuple[torch.Tensor, ...]] | None = None
+    encode_contexts: Callable[..., bytes] | None = None  # ... and the payload of one row of them, (row, shape, model)
 
     def on(self, device: torch.device | None) -> dict:
-        """The keyword arguments that place the method's contexts on ``device``."""
-        return {"device": device} if self.placed and device is not None else {}
+        """The keyword arguments that place the method's contexts on ``device`` (none where they run on the host)."""
+        return {"device": device} if self.batch_contexts is not None and device is not None else {}
+
+
+def _passes(filename: str, sha256: str) -> ModelledMethod:
+    """A ``passes`` method whose flux2 model is the bundled ``filename`` (made by ``training/passes_model.py``)."""
+    return ModelledMethod(
+        {"flux2": (filename, sha256)},
+        passes_model.load,
+        passes_coder.encode,
+        passes_coder.decode,
+        passes_coder.code_length,
+        passes_coder.batch_contexts,
+        passes_coder.encode_contexts,
+    )
 
 
 _threads = threading.local()
@@ -75,26 +88,10 @@ METHODS: dict[EntropyMethod, ModelledMethod] = {
         context_coder.encode,
         context_coder.decode,
     ),
-    EntropyMethod.PASSES_V1: ModelledMethod(  # training/passes_model.py, `--hidden 32` (log: passes_model_flux2)
-        {"flux2": ("passes_model_flux2.safetensors", PASSES_V1_SHA256)},
-        passes_model.load,
-        passes_coder.encode,
-        passes_coder.decode,
-        passes_coder.code_length,
-        placed=True,
-        batch_contexts=passes_coder.batch_contexts,
-        encode_contexts=passes_coder.encode_contexts,
-    ),
-    EntropyMethod.PASSES: ModelledMethod(  # training/passes_model.py's defaults (`latentcodec-lab train-passes`)
-        {"flux2": ("passes_model_v2_flux2.safetensors", PASSES_SHA256)},
-        passes_model.load,
-        passes_coder.encode,
-        passes_coder.decode,
-        passes_coder.code_length,
-        placed=True,
-        batch_contexts=passes_coder.batch_contexts,
-        encode_contexts=passes_coder.encode_contexts,
-    ),
+    # `latentcodec-lab train-passes`: passes_v1 with `--hidden 32 --side 0` (log: passes_model_flux2), passes with
+    # the script's defaults
+    EntropyMethod.PASSES_V1: _passes("passes_model_flux2.safetensors", PASSES_V1_SHA256),
+    EntropyMethod.PASSES: _passes("passes_model_v2_flux2.safetensors", PASSES_SHA256),
 }
 
 

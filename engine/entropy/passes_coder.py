@@ -43,10 +43,9 @@ def coding_steps(model: PassesModel, shape: tuple[int, int, int]) -> Iterator[tu
                 yield p * model.groups + g, p, g
 
 
-def _runs(keys: torch.Tensor) -> list[Run]:
-    """The step's symbols grouped by table, ascending; each group in the step's own order (``keys`` on the host)."""
+def _runs(keys: np.ndarray) -> list[Run]:
+    """The step's symbols grouped by table, ascending; each group in the step's own order."""
     flat = keys.reshape(-1)
-    flat = flat.numpy() if isinstance(flat, torch.Tensor) else flat
     order = np.argsort(flat, kind="stable")
     ordered = flat[order]
     starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
@@ -109,13 +108,6 @@ def _checked(symbols: np.ndarray, model: PassesModel, device: torch.device | Non
     return grid if device is None else grid.to(device)
 
 
-def _on_host(steps: Iterator[tuple[int, torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Every step's keys and residuals (int32), brought to the host in one copy each."""
-    keys, residuals = zip(*[(k, r.int()) for _, k, r in steps], strict=True)
-    sizes = [len(k) for k in keys]
-    return list(zip(torch.cat(keys).cpu().split(sizes), torch.cat(residuals).cpu().split(sizes), strict=True))
-
-
 def encode(symbols: np.ndarray, model: PassesModel, device: torch.device | None = None) -> bytes:
     """Code symbols ``[C, H, W]`` in ``[-127, 127]`` (C the model's channels), their contexts on ``device``."""
     side, keys, residuals = (t[0].cpu().numpy() for t in batch_contexts(_checked(symbols, model, device), model))
@@ -125,9 +117,8 @@ def encode(symbols: np.ndarray, model: PassesModel, device: torch.device | None 
 def code_length(symbols: np.ndarray, model: PassesModel, device: torch.device | None = None) -> float:
     """Bits the model's tables give ``symbols``, without coding: the payload is this plus at most three 32-bit
     words (the coder's state and rounding; measured in tests)."""
-    grid, lengths = _checked(symbols, model, device), model.code_lengths
-    steps = _on_host(_residuals(grid, model, side_info(grid, model.side)))
-    return 8.0 * model.side + sum(float(lengths[keys, residuals.long()].sum()) for keys, residuals in steps)
+    _, keys, residuals = (t[0].cpu().long() for t in batch_contexts(_checked(symbols, model, device), model))
+    return 8.0 * model.side + float(model.code_lengths[keys, residuals].sum())
 
 
 def decode(
@@ -157,7 +148,7 @@ def decode(
             z, current = features(grid, p, side), p
         centre, keys = (t.cpu() for t in model.contexts(z, step))
         values = np.empty(keys.numel(), dtype=np.int64)
-        for table, members in _runs(keys):
+        for table, members in _runs(keys.numpy()):
             values[members] = coder.decode(tables[table], len(members))
         symbols = torch.from_numpy(values).reshape(keys.shape) - RADIUS + centre
         if symbols.numel() and int(symbols.abs().max()) > SYMBOL_MAX:
