@@ -226,16 +226,24 @@ def cmd_entropy(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def decoder_gain_models() -> tuple[str, str]:
+    from latentcodec.bench.decoder_gain import MODELS
+
+    return MODELS
+
+
 def cmd_decoder_gain(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from latentcodec.bench import decoder_gain
 
     paths = _benchmark_images(args)
-    with progress_bar(len(paths) * len(decoder_gain.POINTS), "decoder-gain") as bar:
-        records = decoder_gain.run(paths, progress=bar.update, device=args.device)
+    models = tuple(args.models.split(","))
+    points = decoder_gain.DOWNSCALED if args.downscaled else decoder_gain.POINTS
+    with progress_bar(len(paths) * len(points), "decoder-gain") as bar:
+        records = decoder_gain.run(paths, points, progress=bar.update, device=args.device, models=models)
     summary = decoder_gain.summarize(records)
-    print(decoder_gain.format_table(summary))
+    print(decoder_gain.format_table(summary, models))
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": summary, "records": [asdict(r) for r in records]}, indent=1))
     return EXIT_OK
@@ -476,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_image_set(gain)
         gain.add_argument("--json", help="write every record and the summary here")
         gain.set_defaults(run=command)
+        if name == "decoder-gain":
+            gain.add_argument("--models", default=",".join(decoder_gain_models()), help="the two models, A,B")
+            gain.add_argument("--downscaled", action="store_true", help="only the downscaled points (the resizers)")
 
     ent = sub.add_parser("entropy", help="zstd against the context coders at the points rate control picks")
     add_image_set(ent)
@@ -488,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("decoder", "decoder", "taef2-q's decoder"),
         ("entropy", "entropy_model", "the context entropy model"),
         ("passes", "passes_model", "the passes entropy model"),
-        ("upscaler", "upscaler", "taef2-q2's upscaler of downscaled points"),
+        ("upscaler", "upscaler", "taef2-q2's upscaler or (--kind synthesis) taef2-q3's synthesis stage"),
     )
     for name, network, what in trained:
         trn = sub.add_parser(f"train-{name}", help=f"train {what} (see training/{network}.py)")

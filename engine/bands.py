@@ -51,7 +51,7 @@ def finish_bands(
             for offset in range(0, band.shape[1], step):
                 sink.write(*frame.flip((start + offset, 0)), frame.turn(band[:, offset : offset + step]))
     else:
-        _resize(session, bands, frame, coded, size, sink)
+        _resize(session, bands, frame, coded, size, sink, header.noise_level or 0.0)
     return sink.result()
 
 
@@ -81,13 +81,21 @@ def _timed(bands: Bands) -> Bands:
 
 
 def _resize(
-    session: ModelSession, bands: Bands, frame: _Frame, coded: tuple[int, int], size: tuple[int, int], sink: ImageSink
+    session: ModelSession,
+    bands: Bands,
+    frame: _Frame,
+    coded: tuple[int, int],
+    size: tuple[int, int],
+    sink: ImageSink,
+    level: float,
 ) -> None:
-    """The resized image, band by band of output lines, each in blocks along the lines."""
+    """The resized image (of a stream of noise level ``level``), band by band of output lines, each in blocks
+    along the lines."""
     model = session.model
     (lines_in, along_in), (lines, along) = frame.flip(coded), frame.flip(size)
-    per_band = max(2, min(MAX_BAND, WINDOW_SAMPLES // max(along, along_in)) // 2 * 2)  # even: the upscaler's pairs
-    per_block = max(2, BLOCK_SAMPLES // per_band // 2 * 2)
+    align = model.upscale_align  # blocks start on the resizer's grid
+    per_band = max(align, min(MAX_BAND, WINDOW_SAMPLES // max(along, along_in)) // align * align)
+    per_block = max(align, BLOCK_SAMPLES // per_band // align * align)
     window = _Window(bands, frame, coded, model.upscale_reads(lines_in, lines, (0, lines)))
     everywhere = torch.arange(along_in)
     for start in range(0, lines, per_band):
@@ -96,7 +104,7 @@ def _resize(
         source = Grid(frame.turn(values), *frame.flip((index, everywhere)), coded)
         for offset in range(0, along, per_block):
             rows, cols = frame.flip((band, (offset, min(along, offset + per_block))))
-            sink.write(rows[0], cols[0], session.upscale_block(source, size, rows, cols)[0])
+            sink.write(rows[0], cols[0], session.upscale_block(source, size, rows, cols, level)[0])
 
 
 class _Window:

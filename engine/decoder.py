@@ -168,7 +168,8 @@ def _resized(session: ModelSession, decoded: torch.Tensor, headers: list[Header]
         if (h.coded_width, h.coded_height) != (h.width, h.height):
             resized.setdefault((h.coded_height, h.coded_width, h.height, h.width), []).append(r)
     for (*_, height, width), members in resized.items():
-        batch = session.upscale(torch.cat([rows[r] for r in members]), (height, width))
+        levels = torch.tensor([headers[r].noise_level or 0.0 for r in members])
+        batch = session.upscale(torch.cat([rows[r] for r in members]), (height, width), levels)
         for k, r in enumerate(members):
             rows[r] = batch[k : k + 1]
     return [HostCopy(rgb[0].float()) for rgb in rows]

@@ -43,8 +43,7 @@ class EncodeJob:
     @classmethod
     def of(cls, prepared: PreparedImage, options: EncodeOptions) -> EncodeJob:
         """``prepared`` downscaled by ``options.scale`` (antialiased bicubic) when it is below 1."""
-        rgb = prepared.rgb
-        height, width = rgb.shape[1:]
+        rgb, (height, width) = prepared.rgb, prepared.rgb.shape[1:]
         if options.scale < 1:
             rgb = downscaled(to_unit(rgb, torch.float32), options.scale)
         return cls(rgb, prepared.alpha, prepared.kind, width, height)
@@ -57,7 +56,7 @@ class Encoder:
         self.session, self.pipeline, self.decoder = session, pipeline, decoder
 
     def plan(self, options: EncodeOptions) -> EncodePlan:
-        return plan_encode(options, self.session.model_id, self.session.denoiser, self.session.spec.latent_space)
+        return plan_encode(options, self.session)
 
     def encode(self, ready: dict[int, PreparedImage], plan: EncodePlan, outcomes: Outcomes[bytes]) -> None:
         """Settle one stream per prepared image (searches run one image at a time)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-DEFAULT_MODEL = "taef2-q2"  # the autoencoder new streams are made with unless the caller names one
+DEFAULT_MODEL = "taef2-q3"  # the autoencoder new streams are made with unless the caller names one
 FINGERPRINT_BYTES = 8  # hash of a network's weights, as streams record it
 MAX_ID = 64  # bytes of a model or denoiser id
 MAX_SIDE = 65535  # what PNG, WebP readers and the header's fields all carry

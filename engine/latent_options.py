@@ -37,7 +37,9 @@ class LatentOptions:
 
     def __post_init__(self) -> None:
         knobs = {name: getattr(self, name) for name in _CODING}
-        object.__setattr__(self, "coding", EncodeOptions(**knobs, denoiser=None))  # ValueError for bad values
+        object.__setattr__(
+            self, "coding", EncodeOptions(**knobs, denoiser=None, channel_steps=False)
+        )  # ValueError for bad values
         object.__setattr__(self, "mode", self.coding.mode)
         object.__setattr__(self, "entropy", self.coding.entropy)
         target = self.target_rmse

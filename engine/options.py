@@ -95,6 +95,7 @@ class EncodeOptions:
     )
     effort: int = field(default=0, metadata=_meta(int, "latent refinement steps through the decoder (uniform)"))
     rdo: float = field(default=0.0, metadata=_meta(float, "uniform: code length's weight in rounding (0: nearest)"))
+    channel_steps: bool = field(default=True, metadata=_meta(parse_bool, "uniform: a step per latent channel"))
     denoiser: str | None = field(
         default=AUTO,
         metadata=_meta(

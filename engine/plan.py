@@ -5,18 +5,22 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
-from latentcodec.engine.coders import Coder
+from latentcodec.engine.coders import Coder, step_weights
 from latentcodec.engine.coders.base import CodedBatch
 from latentcodec.engine.denoise.registry import DEFAULT_DENOISERS, denoiser_spec
 from latentcodec.engine.entropy import rdo
 from latentcodec.engine.entropy.passes_model import PassesModel
 from latentcodec.engine.errors import WeightsNotFoundError
 from latentcodec.engine.format import CodingMode
+from latentcodec.engine.models.upscaler import Upscaler
 from latentcodec.engine.options import AUTO, EncodeOptions
+
+if TYPE_CHECKING:
+    from latentcodec.engine.session import ModelSession
 
 
 @dataclass(frozen=True)
@@ -33,13 +37,15 @@ class EncodePlan:
     choose_strength: bool = False
     noise_fraction: float = 1.0
     rounding: PassesModel | None = None  # uniform: the model whose code lengths the rounding weighs (``options.rdo``)
+    scales: tuple[float, ...] = Upscaler.scales  # the scales the rate and quality searches try (the model's)
 
     def quantize(self, coder: Coder, latents: torch.Tensor) -> CodedBatch:
         """The coder's batch of ``latents``, rounded for rate and distortion where the plan says so."""
         coded = coder.encode(latents, self.options)
         if self.rounding is None:
             return coded
-        return rdo.recoded(coded, latents, float(np.float32(self.options.step_value)), self.rounding, self.options.rdo)
+        steps = coder.encode_steps(self.options, *latents.shape[:2]).to(latents.device)  # type: ignore[attr-defined]
+        return rdo.recoded(coded, latents, steps, self.rounding, self.options.rdo)
 
     def with_options(self, **changes) -> EncodePlan:
         """The same plan over changed options (the rate search's scales and steps)."""
@@ -52,13 +58,14 @@ class EncodePlan:
         return None if self.choose_strength else self.denoiser_id
 
 
-def plan_encode(
-    options: EncodeOptions, model_id: str, load_denoiser: Callable[[str], object], latent_space: str | None = None
-) -> EncodePlan:
-    """The plan of ``options`` for streams of ``model_id`` (of ``latent_space``). A named denoiser of another latent
-    space fails here, before any work; under ``"auto"`` a denoiser whose weights are not installed is left out, with
-    a warning."""
-    plan = _denoising(options, model_id, load_denoiser)
+def plan_encode(options: EncodeOptions, session: ModelSession) -> EncodePlan:
+    """The plan of ``options`` for streams of ``session``'s model (searched over the scales its resizer offers). A
+    named denoiser of another latent space fails here, before any work; under ``"auto"`` a denoiser whose weights
+    are not installed is left out, with a warning."""
+    latent_space = session.spec.latent_space
+    if options.channel_steps and (options.effort or latent_space not in step_weights.SPACES):
+        options = replace(options, channel_steps=False)  # refinement works on one step's grid
+    plan = replace(_denoising(options, session.model_id, session.denoiser), scales=session.model.rate_scales)
     if options.rdo and options.mode is CodingMode.UNIFORM and latent_space is not None:
         plan = replace(plan, rounding=rdo.model_for(options.entropy, latent_space))
     return plan

@@ -25,12 +25,13 @@ from latentcodec.engine import quality
 from latentcodec.engine.format import MAX_STEP
 from latentcodec.engine.images import to_array
 from latentcodec.engine.intake import PreparedImage
+from latentcodec.engine.models.upscaler import Upscaler
 from latentcodec.engine.plan import EncodePlan
 
 if TYPE_CHECKING:
     from latentcodec.engine.decoder import Decoder
 
-SCALES = (1.0, 0.71, 0.5, 0.35)
+SCALES = Upscaler.scales  # the default candidate scales (a model's resizer may offer more: EncodePlan.scales)
 TOLERANCE = 0.10
 MIN_SEARCH_STEP = 0.02
 ITERATIONS = 14  # the step is then known to 0.07% (log2 range 11.6 bits / 2**14)
@@ -132,7 +133,7 @@ def to_rate(coding_at: Callable[[float], Coding], decoder: Decoder, prepared: Pr
     climb = plan.options.rate_search == "climb"
     step_for = finest_step_by_regula_falsi if climb else finest_step_within
     candidates, finals = [], {}
-    for scale in sorted(SCALES) if climb else SCALES:
+    for scale in sorted(plan.scales) if climb else plan.scales:
         coding = coding_at(scale)
         step = step_for(coding.size, budget)
         candidate = _candidate(decoder, coding.stream(step), reference, plan, plan.options.metric)
@@ -150,7 +151,7 @@ def to_quality(
     stream tried when none does)."""
     reference = to_array(prepared.rgb)
     reached, tried, finals = [], [], {}
-    for coding in map(coding_at, SCALES):
+    for coding in map(coding_at, plan.scales):
 
         @cache
         def quality(step: float, coding=coding) -> float:

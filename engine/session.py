@@ -196,20 +196,20 @@ class ModelSession:
 
     @torch.no_grad()
     @staged("upscaler", device=True)
-    def upscale(self, rgb: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Decoded images ``[B, 3, h, w]`` (on the device) at ``size``, as the model resizes them, in [0, 1]: one
-        static pass per size (a CUDA graph on GPU)."""
-        fallback = lambda x: self.float32_model().upscale(x.float(), size)  # noqa: E731
-        upscale = self._keyed_pass(("upscale", size), lambda x: self.model.upscale(x, size))
-        return self._finite(upscale, fallback, clamp=True)(rgb)
+    def upscale(self, rgb: torch.Tensor, size: tuple[int, int], level: torch.Tensor) -> torch.Tensor:
+        """Decoded images ``[B, 3, h, w]`` (on the device) of streams with noise levels ``level`` ``[B]`` at
+        ``size``, as the model resizes them, in [0, 1]: one static pass per size (a CUDA graph on GPU)."""
+        fallback = lambda x, s: self.float32_model().upscale(x.float(), size, s.float())  # noqa: E731
+        upscale = self._keyed_pass(("upscale", size), lambda x, s: self.model.upscale(x, size, s))
+        return self._finite(upscale, fallback, clamp=True)(rgb, level.to(rgb.dtype))
 
     @torch.no_grad()
     @staged("upscaler", device=True)
-    def upscale_block(self, source: Grid, size: tuple[int, int], rows: Span, cols: Span) -> torch.Tensor:
+    def upscale_block(self, source: Grid, size: tuple[int, int], rows: Span, cols: Span, level: float) -> torch.Tensor:
         """Block ``rows x cols`` of :meth:`upscale`'s output from the decoded samples in ``source``, in [0, 1]."""
 
         def run(values: torch.Tensor, model: LatentAutoencoder | None = None) -> torch.Tensor:
-            return (model or self.model).upscale_block(replace(source, values=values), size, rows, cols)
+            return (model or self.model).upscale_block(replace(source, values=values), size, rows, cols, level)
 
         return self._finite(run, lambda x: run(x.float(), self.float32_model()), clamp=True)(source.values)
 

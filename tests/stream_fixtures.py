@@ -96,6 +96,13 @@ RDO_CASES: tuple[tuple[str, int, tuple[int, int, int, int], str, dict], ...] = (
     ("rdo-step2-plain", 5, (100, 100, 196, 164), "RGB", {"rdo": 0.1, "step": 2.0, "denoiser": None}),
     ("rdo-target-bpp", 19, (300, 300, 396, 396), "RGB", {"rdo": 0.1, "target_bpp": 0.2}),
 )
+# steps per channel (the default from then on)
+CHANNEL_CASES: tuple[tuple[str, int, tuple[int, int, int, int], str, dict], ...] = (
+    ("channels-default", 23, (300, 200, 428, 296), "RGB", {}),
+    ("channels-coarse-plain", 5, (100, 100, 196, 164), "RGB", {"step": 3.0, "denoiser": None}),
+    ("channels-target-bpp", 19, (300, 300, 396, 396), "RGB", {"target_bpp": 0.2}),
+    ("channels-rdo", 23, (300, 200, 428, 296), "RGB", {"rdo": 0.1, "step": 1.5}),
+)
 
 
 def case_image(kodak: Path, index: int, box: tuple[int, int, int, int], mode: str) -> Image.Image:
@@ -134,7 +141,11 @@ def stream_digests(kodak: Path) -> dict[str, dict]:
     cases = [(*case[:4], {**old, "entropy": "zstd", **case[4]}) for case in CASES] + context
     switched = [(*case[:4], {**old, "entropy": "context", **case[4]}) for case in SWITCHED_CASES]
     switched += [*PASSES_CASES, *PASSES2_CASES, *RDO_CASES]
-    cases = [("taef2", *case) for case in cases] + [("taef2-q2", *case) for case in switched]
+    # every case before steps per channel: one step for all channels
+    cases = [(*case[:4], {"channel_steps": False, **case[4]}) for case in (*cases, *switched)]
+    tagged = [("taef2", *case) for case in cases[: len(cases) - len(switched)]]
+    tagged += [("taef2-q2", *case) for case in cases[len(cases) - len(switched) :]]
+    cases = tagged + [("taef2-q2", *case) for case in CHANNEL_CASES]
     for model, name, index, box, mode, options in cases:
         data = codecs[model].encode(case_image(kodak, index, box, mode), **options)
         denoiser = latentcodec.info(data).denoiser

@@ -20,6 +20,7 @@ import latentcodec.engine.tiling as tiling
 from latentcodec import Codec
 from latentcodec.engine.models import lowres
 from latentcodec.engine.models.bicubic import Grid, bicubic_block, reads
+from latentcodec.engine.models.synthesis import Synthesizer
 from latentcodec.engine.models.upscaler import Upscaler
 from latentcodec.engine.tiling import Tiling, blend_weights, tiled_bands
 
@@ -53,18 +54,20 @@ def test_bicubic_blocks_are_the_whole_resize(shape):
     assert (_blocks(block, (height, width), 50, 64) - whole).abs().max() < 2e-6  # PyTorch's fused rounding
 
 
-def test_upscaler_blocks_are_the_whole_upscale():
+@pytest.mark.parametrize("kind", ["upscaler", "synthesis"])
+def test_upscaler_blocks_are_the_whole_upscale(kind):
     torch.manual_seed(0)
-    upscaler = Upscaler(width=8, depth=2)
-    torch.nn.init.normal_(upscaler.body[-1].weight, std=0.1)  # a residual that is not zero
-    image, size = torch.rand(1, 3, 41, 30), (301, 222)
+    upscaler = Upscaler(width=8, depth=2) if kind == "upscaler" else Synthesizer((8, 16, 24))
+    last = upscaler.body[-1] if kind == "upscaler" else upscaler.body.tail
+    torch.nn.init.normal_(last.weight, std=0.1)  # a residual that is not zero
+    image, size, level = torch.rand(1, 3, 41, 30), (301, 222), torch.tensor([0.4])
     with torch.no_grad():
-        whole = upscaler(image, size)
+        whole = upscaler(image, size, level)
         assert (whole - F.interpolate(image, size=size, mode="bicubic")).abs().max() > 1e-2
 
         def block(rows, cols):
             source = _grid(image, upscaler.reads(41, size[0], rows), upscaler.reads(30, size[1], cols))
-            return upscaler.block(source, size, rows, cols)
+            return upscaler.block(source, size, rows, cols, level)
 
         assert (_blocks(block, size, 64, 48) - whole).abs().max() < 1e-5
 
@@ -160,6 +163,19 @@ def test_banded_resize_makes_the_whole_image_paths_pixels_but_for_rounding(tiled
     data = tiled_codec.encode(image, mode="uniform", step=1.0, scale=0.6, denoiser=None, entropy="zstd")
     whole, banded = _both(tiled_codec, data, monkeypatch)
     assert whole.shape == banded.shape == (300, 400, 4)
+    assert np.abs(whole.astype(int) - banded).max() <= 1 and np.mean(whole != banded) < 1e-3
+
+
+def test_banded_resize_by_a_synthesis_stage_makes_the_whole_image_paths_pixels_but_for_rounding(monkeypatch):
+    codec = Codec("taef2-q3", device="cpu", tile=256)
+    torch.manual_seed(0)
+    synthesizer = Synthesizer((8, 16, 24)).eval()  # blocks on its grid of 8, told the level
+    torch.nn.init.normal_(synthesizer.body.tail.weight, std=0.02)
+    monkeypatch.setitem(codec.session.model._modules, "upscaler", synthesizer)  # a module: setattr would not undo
+    image = Image.open(kodak_path(8)).convert("RGB").crop((100, 100, 500, 400))
+    data = codec.encode(image, mode="uniform", step=1.0, scale=0.4, denoiser=None, entropy="zstd")
+    whole, banded = _both(codec, data, monkeypatch)
+    assert whole.shape == banded.shape == (300, 400, 3)
     assert np.abs(whole.astype(int) - banded).max() <= 1 and np.mean(whole != banded) < 1e-3
 
 

@@ -160,8 +160,9 @@ def test_training_quantizes_crops_like_the_codec():
     for row in (0, 2):  # uniform rows: the coder's symbols of one step, with the whole image's recorded noise level
         values = quantized[row].unique()
         step = values.abs()[values != 0].min().item()
-        assert torch.equal(quantized[row], simulate(crops[row][None], mode="uniform", step=step).latents[0])
-        whole = simulate(images[row][None], mode="uniform", step=step).noise
+        one_step = {"mode": "uniform", "step": step, "channel_steps": False}  # as the shipped denoiser was trained
+        assert torch.equal(quantized[row], simulate(crops[row][None], **one_step).latents[0])
+        whole = simulate(images[row][None], **one_step).noise
         assert torch.allclose(sigma[row], whole[0], rtol=1e-3)
         assert sigma[row] > 1.2 * rms_error(crops[row][None], quantized[row][None])[0]
 
@@ -176,7 +177,7 @@ def test_training_validates_on_whole_held_out_images_as_the_codec_decodes_them(t
     assert [s.point for s in scores] == ["uniform step 4", "uniform step 2", "uniform step 1", "palette 8"]
     assert all(s.measured == s.plain == s.auto for s in scores)
     reference = as_array(Image.open(tmp_path / "held.png"))
-    decoded = codec.decode(codec.encode(reference, mode="uniform", step=2.0, denoiser=None))
+    decoded = codec.decode(codec.encode(reference, mode="uniform", step=2.0, denoiser=None, channel_steps=False))
     assert psnr(reference, as_array(decoded)) == pytest.approx(scores[1].plain, abs=0.05)
     harmful = LatentDenoiser.untrained()
     torch.nn.init.normal_(harmful.unet.conv_out.weight, std=0.5)
@@ -359,7 +360,7 @@ def test_auto_strength_in_a_batch_of_int8_and_int16_symbols(codec, kodak_crop, m
         strength_search, "sampled_strengths", lambda *args: seen.append(args[1].clone()) or choose(*args)
     )
     flat, step = Image.new("RGB", kodak_crop.size, (128, 128, 128)), 0.02
-    streams = [r.unwrap() for r in codec.encode_batch([flat, kodak_crop], step=step)]
+    streams = [r.unwrap() for r in codec.encode_batch([flat, kodak_crop], step=step, channel_steps=False)]
     assert [bitstream.unpack(s).params[-1] for s in streams] == [1, 2]  # symbol widths: int8, then int16
     rgb = torch.from_numpy(np.array(kodak_crop)).permute(2, 0, 1)[None].float() / 255
     expected = torch.round(codec.latents_of(rgb)[0] / step).clamp(-32767, 32767) * step

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 import latentcodec
 from latentcodec.bindings.cli import main
 from latentcodec.engine import bitstream
+from latentcodec.engine.coders import UniformCoder
 from latentcodec.engine.errors import (
     ChecksumError,
     CorruptStreamError,
@@ -153,15 +154,17 @@ def test_latent_streams_stay_bit_for_bit():
 
 @pytest.fixture(scope="module")
 def image_stream(kodak_crop):
-    """A taef2 image stream of a 72x40 crop (a whole latent grid: 9x5), and its coded latents as a latent stream."""
-    data = latentcodec.encode(kodak_crop, model="taef2", step=0.5, denoiser=None)
+    """A taef2 image stream of a 72x40 crop (a whole latent grid: 9x5), one step for all channels, and its coded
+    latents as a latent stream (of that step: the same symbols)."""
+    data = latentcodec.encode(kodak_crop, model="taef2", step=0.5, denoiser=None, channel_steps=False)
     return data, latentcodec.encode_latents(latentcodec.decode_latents(data), step=0.5)
 
 
 def test_an_image_streams_latents_are_its_quantized_encoder_latents(codec, odd_crop):
     data = codec.encode(odd_crop, step=0.5, denoiser=None)
     rgb = torch.from_numpy(np.array(odd_crop)).permute(2, 0, 1)[None]
-    expected = torch.round(codec.latents_of(rgb)[0] / 0.5) * 0.5
+    steps = UniformCoder().encode_steps(latentcodec.EncodeOptions(step=0.5), 1, 32)[0][:, None, None]  # per channel
+    expected = torch.round(codec.latents_of(rgb)[0] / steps) * steps
     decoded = latentcodec.decode_latents(data)
     assert decoded.shape == (32, 3, 5) and torch.equal(decoded, expected)  # 37x21: the whole padded grid
     assert torch.equal(codec.decode_latents(data), decoded)

@@ -54,6 +54,7 @@ def _scales_tried(monkeypatch, scores: dict[float, float], rate_search: str) -> 
     class Plan:
         options = latentcodec.EncodeOptions(target_bpp=8.0, rate_search=rate_search)
         choose_strength = False
+        scales = search.SCALES
 
     prepared = type("Prepared", (), {"rgb": __import__("torch").zeros(3, 10, 10)})()
     return tried, search.to_rate(coding_at, None, prepared, Plan())

@@ -35,9 +35,11 @@ def test_without_weight_it_rounds_to_nearest_and_with_it_trades_error_for_bits(m
 def test_recoding_keeps_wide_rows_and_measures_the_new_noise(model):
     latents = scaled_latents(1) * 0.5
     latents[1, 0, 0, 0] = 400.0  # this row needs int16 symbols
-    step = 0.5
-    coded = coder_for(CodingMode.UNIFORM).encode(latents, EncodeOptions(step=step))
-    recoded = rdo.recoded(coded, latents, step, model, 0.2)
+    coder, options = coder_for(CodingMode.UNIFORM), EncodeOptions(step=0.5)
+    coded = coder.encode(latents, options)
+    steps = coder.encode_steps(options, *latents.shape[:2])  # steps per channel
+    step = steps[0][:, None, None]
+    recoded = rdo.recoded(coded, latents, steps, model, 0.2)
     size = latents[0].numel()
     assert torch.equal(recoded.planes[1], coded.planes[1]) and recoded.noise[1] == coded.noise[1]
     symbols = recoded.planes[0, :size].view(torch.int8).reshape(latents.shape[1:]).float()

@@ -150,7 +150,7 @@ def test_cli_throughput_times_the_default_and_the_plain_path_by_stage(tmp_path, 
     text = capsys.readouterr().out
     assert "| encode | default | plain | default/plain |" in text and "| decode | default | plain |" in text
     (report,) = json.loads(out.read_text())
-    assert report["model"] == "taef2-q2" and report["options"]["plain"]["entropy"] == "zstd"
+    assert report["model"] == "taef2-q3" and report["options"]["plain"]["entropy"] == "zstd"
     default_entropy = latentcodec.EncodeOptions().entropy.label
     assert report["streams"]["default"]["entropy"] == {default_entropy: 2}
     assert report["streams"]["plain"]["upscaled"] == 2

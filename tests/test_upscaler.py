@@ -69,7 +69,7 @@ def test_a_half_precision_upscale_that_overflows_runs_again_in_float32(monkeypat
     reference = latentcodec.Codec("taef2-q2", device="cpu")
     half = latentcodec.Codec("taef2-q2", device="cpu", dtype=torch.float16)
     stream = reference.encode(photo, step=0.7, scale=0.5, denoiser=None)
-    broken = lambda rgb, size: torch.full((rgb.shape[0], 3, *size), torch.inf, dtype=rgb.dtype)  # noqa: E731
+    broken = lambda rgb, size, level: torch.full((rgb.shape[0], 3, *size), torch.inf, dtype=rgb.dtype)  # noqa: E731
     monkeypatch.setattr(half.session.model, "upscale", broken)
     decoded = np.asarray(half.decode(stream))
     assert half.session.fallbacks == 1

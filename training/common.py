@@ -14,6 +14,9 @@ from typing import Any, TypeVar
 import torch
 
 S = TypeVar("S")
+# the shipped decoder and denoiser (training/decoder.py, training/denoiser.py) were trained on one step for all
+# channels; True would train them for the steps per channel the codec writes by default (README, "Steps per channel")
+CHANNEL_STEPS = False
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, defaults: Any, skip: tuple[str, ...] = ()) -> None:

@@ -28,7 +28,7 @@ from latentcodec.engine.coders import simulate
 from latentcodec.engine.images import image_files, pad_to_multiple, psnr, to_array
 from latentcodec.engine.models import load_model
 from latentcodec.engine.models.conditioned_decoder import ConditionedTinyDecoder
-from latentcodec.training.common import cached, fit, save_fp16, training_main
+from latentcodec.training.common import CHANNEL_STEPS, cached, fit, save_fp16, training_main
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -112,7 +112,7 @@ def quantize(window: torch.Tensor, kind: str, generator: torch.Generator, config
         knobs = {"palette_size": 2 ** (3 + int(u * 6))}  # 8..256
     else:
         knobs = {}
-    quantized, sigma = simulate(window[None], mode=kind, **knobs)
+    quantized, sigma = simulate(window[None], mode=kind, channel_steps=CHANNEL_STEPS, **knobs)
     return quantized[0], sigma[0]
 
 
@@ -236,7 +236,8 @@ def validate(model: ConditionedTinyDecoder, paths: list[Path], config: TrainConf
             reference = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)
             rgb = _scaled(image, scale)
             latents = base.encode(pad_to_multiple(rgb[None].float() / 255, 8))
-            quantized, sigma = simulate(latents, mode=kind, **{"step" if kind == "uniform" else "palette_size": knob})
+            knobs = {"step" if kind == "uniform" else "palette_size": knob}
+            quantized, sigma = simulate(latents, mode=kind, channel_steps=CHANNEL_STEPS, **knobs)
             decodes = (base.decode(quantized), model(quantized, sigma))
             row = []
             for decoded in decodes:

@@ -1,11 +1,15 @@
-"""Training the learned upscaler of the downscaled operating points (``taef2-q2``'s upscaler).
+"""Training the resizers of the downscaled operating points: ``taef2-q2``'s upscaler and ``taef2-q3``'s synthesis
+stage (``--kind synthesis``: :class:`~latentcodec.engine.models.synthesis.Synthesizer`).
 
 Images: ``../shared/data/photos`` (natural photos, first) and ``../shared/data/train`` (aerial, greyscale); never
-Kodak. Each image is downscaled as the encoder downscales (the rate-control scales 0.71, 0.5, 0.35), encoded by
-TAEF2, its latents quantized by the uniform coder (``Coder.simulate``) at steps drawn log-uniformly from the range
-rate control picks at those scales, and decoded by TAEF2's decoder: the small pictures the codec resizes. Each
-training step upscales random crops of them to the original's size and scores them against the original: L1 +
-MS-SSIM + L1 of image gradients (the decoder's loss, :func:`latentcodec.training.decoder.loss_terms`).
+Kodak. Each image is downscaled as the encoder downscales (the rate-control scales), encoded, its latents
+quantized by the uniform coder (``Coder.simulate``) at steps drawn log-uniformly from the range rate control picks
+at those scales, and decoded (the upscaler: by TAEF2's decoder; the synthesis stage: by ``taef2-q2``'s switched
+decoder, told the noise level, as the codec decodes): the small pictures the codec resizes. Each training step
+resizes random crops of them to the original's size and scores them against the original: L1 + MS-SSIM + L1 of
+image gradients (the decoder's loss, :func:`latentcodec.training.decoder.loss_terms`), and for the synthesis stage
+a texture term: the L1 between the local high-frequency energy of the output and the original's, which a blur
+cannot meet (no pretrained perceptual network is available here).
 
 Seeded; checkpoints every ``checkpoint_every`` steps and resumes from the last one; ends by scoring the held-out
 photos against bicubic resizing and writing fp16 safetensors. ``latentcodec-lab train-upscaler OUT`` runs it.
@@ -20,22 +24,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from latentcodec.bench.metrics import psnr, ssimulacra2
 from latentcodec.engine.coders import simulate
 from latentcodec.engine.images import downscaled, image_files, pad_to_multiple
-from latentcodec.engine.models import load_model
+from latentcodec.engine.models import load_model, registry
+from latentcodec.engine.models.loaders import load_tiny_switched
+from latentcodec.engine.models.synthesis import Synthesizer
 from latentcodec.engine.models.upscaler import Upscaler, bicubic
 from latentcodec.training.common import cached, fit, save_fp16, training_main
 from latentcodec.training.decoder import SHARED, load_image, loss_terms
 
 UPSCALER_LAYOUT = {"width": 48, "depth": 4}  # the engine builds the shipped upscaler with these
+SYNTHESIS_WIDTHS = (48, 96, 192)  # and the shipped synthesis stage with these
+SCALES = {"upscaler": (0.71, 0.5, 0.35), "synthesis": (0.71, 0.5, 0.35, 0.25)}  # the scales each kind learns
 
 
 @dataclass(frozen=True)
 class UpscalerConfig:
     output: Path
     folders: tuple[Path, ...] = (SHARED / "photos", SHARED / "train")
+    kind: str = "upscaler"  # or "synthesis"
     steps: int = 3000
     batch: int = 8
     crop: int = 128  # output pixels per side
@@ -43,9 +53,10 @@ class UpscalerConfig:
     min_step: float = 0.35
     max_step: float = 1.4
     steps_per_image: int = 2  # quantization steps drawn per image and scale
-    scales: tuple[float, ...] = (0.71, 0.5, 0.35)
+    scales: tuple[float, ...] | None = None  # None: the kind's (SCALES)
     ssim_weight: float = 0.4
     edge_weight: float = 0.5
+    texture_weight: float = 0.0  # the synthesis stage's texture term
     holdout: int = 4  # photos (last by name) kept out of training, scored at the end
     seed: int = 0
     limit: int | None = None  # images per folder (tests)
@@ -59,6 +70,7 @@ class Sample:
     base: torch.Tensor  # [3, H, W] float16: TAEF2's decode of the downscaled, quantized image, bicubic to size
     image: torch.Tensor  # [3, H, W] uint8: the original
     ratio: float  # output side over decoded side
+    level: float = 0.0  # the stream's noise level (what the synthesis stage is told)
 
 
 def _load(path: Path, max_side: int) -> torch.Tensor:
@@ -66,27 +78,48 @@ def _load(path: Path, max_side: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def decoded_small(model, image: torch.Tensor, scale: float, step: float) -> torch.Tensor:
-    """What the codec's decoder hands the resize at ``scale`` and uniform ``step`` (no denoiser): ``[3, h, w]``."""
+def decoded_small(model, image: torch.Tensor, scale: float, step: float) -> tuple[torch.Tensor, float]:
+    """What the codec's decoder hands the resize at ``scale`` and uniform ``step`` (no denoiser): ``[3, h, w]``, and
+    the noise level the stream records."""
     rgb = downscaled(image.float() / 255, scale)
     latents = model.encode(pad_to_multiple(rgb[None], model.spec.downsample))
-    decoded = model.decode(simulate(latents, mode="uniform", step=step).latents)
-    return decoded[0, :, : rgb.shape[1], : rgb.shape[2]].clamp(0, 1)
+    weighted = model.spec.model_id == "taef2-q3"  # the synthesis stage learns the streams with steps per channel
+    quantized = simulate(latents, mode="uniform", step=step, channel_steps=weighted)
+    decoded = model.decode(quantized.latents, quantized.noise if model.spec.conditioned else None)
+    return decoded[0, :, : rgb.shape[1], : rgb.shape[2]].clamp(0, 1), float(quantized.noise[0])
+
+
+def resizer(kind: str) -> Upscaler:
+    """An untrained resizer of ``kind`` in the shipped layout."""
+    return Synthesizer(SYNTHESIS_WIDTHS) if kind == "synthesis" else Upscaler(**UPSCALER_LAYOUT)
+
+
+def source_model(kind: str):
+    """The model whose decodes ``kind`` resizes: TAEF2 for the upscaler; for the synthesis stage, taef2-q3's
+    switched decoders (taef2-q3 itself needs the synthesis stage's weights)."""
+    if kind != "synthesis":
+        return load_model("taef2")
+    decoder, resizer = (
+        (registry.TAEF2Q_DECODER, registry.TAEF2Q_DECODER_SHA256),
+        (registry.TAEF2Q2_UPSCALER, registry.TAEF2Q2_UPSCALER_SHA256),
+    )
+    spec = registry.get_spec("taef2-q3")
+    return load_tiny_switched(spec, registry.TAEF2_FILES, decoder, resizer, registry.TAEF2Q3_THRESHOLD).eval()
 
 
 def make_samples(paths: list[Path], config: UpscalerConfig, generator: torch.Generator, log=print):
-    model = load_model("taef2")
+    model = source_model(config.kind)
     groups = []
     span = math.log(config.max_step / config.min_step)
     for n, path in enumerate(paths):
         image = _load(path, config.max_side)
         group = []
-        for scale in config.scales:
+        for scale in config.scales or SCALES[config.kind]:
             for _ in range(config.steps_per_image):
                 step = config.min_step * math.exp(span * float(torch.rand((), generator=generator)))
-                small = decoded_small(model, image, scale, step)[None]
+                small, level = decoded_small(model, image, scale, step)
                 ratio = math.sqrt(image.shape[1] * image.shape[2] / (small.shape[-2] * small.shape[-1]))
-                group.append(Sample(bicubic(small, tuple(image.shape[1:]))[0].half(), image, ratio))
+                group.append(Sample(bicubic(small[None], tuple(image.shape[1:]))[0].half(), image, ratio, level))
         groups.append(group)
         if (n + 1) % 10 == 0:
             log(f"decoded {n + 1}/{len(paths)} images")
@@ -94,9 +127,9 @@ def make_samples(paths: list[Path], config: UpscalerConfig, generator: torch.Gen
 
 
 def draw_batch(samples: list[Sample], generator: torch.Generator, config: UpscalerConfig):
-    """Crops of the bicubic upscales ``[B, 3, c, c]``, their ratios ``[B]`` and the originals' crops; crops start at
-    even pixels, as the upscaler's half-resolution grid does on whole images."""
-    bases, ratios, targets = [], [], []
+    """Crops of the bicubic upscales ``[B, 3, c, c]``, their ratios and noise levels ``[B]`` and the originals'
+    crops; crops start at even pixels, as the upscaler's half-resolution grid does on whole images."""
+    bases, ratios, levels, targets = [], [], [], []
     for _ in range(config.batch):
         sample = samples[int(torch.randint(len(samples), (), generator=generator))]
         height, width = sample.image.shape[1:]
@@ -106,11 +139,30 @@ def draw_batch(samples: list[Sample], generator: torch.Generator, config: Upscal
         bases.append(sample.base[window].float())
         targets.append(sample.image[window].float() / 255)
         ratios.append(sample.ratio)
-    return torch.stack(bases), torch.tensor(ratios), torch.stack(targets)
+        levels.append(sample.level)
+    return torch.stack(bases), torch.tensor(ratios), torch.tensor(levels), torch.stack(targets)
 
 
-def batch_loss(model: Upscaler, bases, ratios, targets, config: UpscalerConfig) -> dict[str, torch.Tensor]:
-    return loss_terms((bases + model.residual(bases, ratios)).clamp(0, 1), targets, config)
+def batch_loss(model: Upscaler, bases, ratios, levels, targets, config: UpscalerConfig) -> dict[str, torch.Tensor]:
+    out = bases + model.residual(bases, ratios, levels)
+    # the synthesis stage: clamped with the gradient of the unclamped (a clamp's zero gradient trapped a run)
+    out = out + (out.clamp(0, 1) - out).detach() if config.kind == "synthesis" else out.clamp(0, 1)
+    terms = loss_terms(out, targets, config)
+    if config.texture_weight:
+        terms["texture"] = texture_loss(out, targets)
+        terms["total"] = terms["total"] + config.texture_weight * terms["texture"]
+    return terms
+
+
+def texture_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 between the local high-frequency amplitude (RMS over 9x9 of the image less its 5x5 mean) of ``out`` and
+    ``target``: as low for any texture of the right strength, high for a blur."""
+
+    def amplitude(x: torch.Tensor) -> torch.Tensor:
+        detail = x - F.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
+        return (F.avg_pool2d(detail.square(), 9, stride=1, padding=4, count_include_pad=False) + 1e-6).sqrt()
+
+    return (amplitude(out) - amplitude(target))[..., 8:-8, 8:-8].abs().mean()
 
 
 def train(config: UpscalerConfig, log=print) -> Upscaler:
@@ -124,19 +176,21 @@ def train(config: UpscalerConfig, log=print) -> Upscaler:
     paths = photos[: len(photos) - held] + [p for group in others for p in group]
     started = time.perf_counter()
     recipe = {"paths": [str(p) for p in paths], "config": {k: str(v) for k, v in vars(config).items()}}
-    recipe["config"] = {k: recipe["config"][k] for k in ("scales", "min_step", "max_step", "steps_per_image", "seed")}
+    kept = ("kind", "scales", "min_step", "max_step", "steps_per_image", "seed")
+    recipe["config"] = {k: recipe["config"][k] for k in kept}
     groups = cached(config.cache, recipe, lambda: make_samples(paths, config, generator, log), Sample)
     samples = [s for group in groups for s in group]
     log(f"{len(samples)} samples from {len(paths)} images in {time.perf_counter() - started:.0f} s")
 
-    model = Upscaler(**UPSCALER_LAYOUT).train()
+    model = resizer(config.kind).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
     warmup = max(0.05, 2 / config.steps)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.steps, pct_start=warmup)
     parts = {"model": model, "optimizer": optimizer, "schedule": schedule}
     losses = lambda: batch_loss(model, *draw_batch(samples, generator, config), config)  # noqa: E731
     fit(parts, losses, generator, config, log, 50, started)
-    save_fp16(model, config.output, {"steps": str(config.steps), "seed": str(config.seed), **UPSCALER_LAYOUT})
+    layout = {"kind": "synthesis", "widths": SYNTHESIS_WIDTHS} if config.kind == "synthesis" else UPSCALER_LAYOUT
+    save_fp16(model, config.output, {"steps": str(config.steps), "seed": str(config.seed), **layout})
     if held:
         for line in validate(model, photos[len(photos) - held :], config):
             log(line)
@@ -146,23 +200,23 @@ def train(config: UpscalerConfig, log=print) -> Upscaler:
 @torch.no_grad()
 def validate(model: Upscaler, paths: list[Path], config: UpscalerConfig) -> list[str]:
     """Mean PSNR and SSIMULACRA2 of whole held-out photos, bicubic against the upscaler, per scale and step."""
-    base = load_model("taef2")
+    base = source_model(config.kind)
     lines = []
     images = [_load(p, config.max_side) for p in paths]
     for scale in (0.5, 0.35):
         for step in (0.5, 1.0):
             scores = []
             for image in images:
-                small = decoded_small(base, image, scale, step)[None]
-                reference = image.permute(1, 2, 0).numpy()
+                small, level = decoded_small(base, image, scale, step)
+                reference, size = image.permute(1, 2, 0).numpy(), tuple(image.shape[1:])
                 row = []
-                for out in (bicubic(small, tuple(image.shape[1:])), model(small, tuple(image.shape[1:]))):
+                for out in (bicubic(small[None], size), model(small[None], size, level)):
                     pixels = (out[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
                     row += [psnr(reference, pixels), ssimulacra2(reference, pixels)]
                 scores.append(row)
             b_psnr, b_s2, u_psnr, u_s2 = np.mean(scores, axis=0)
             lines.append(
-                f"held-out step {step} @ {scale}: PSNR bicubic {b_psnr:.2f}, upscaler {u_psnr:.2f} "
+                f"held-out step {step} @ {scale}: PSNR bicubic {b_psnr:.2f}, {config.kind} {u_psnr:.2f} "
                 f"({u_psnr - b_psnr:+.2f}) dB; SSIMULACRA2 {b_s2:.1f}, {u_s2:.1f} ({u_s2 - b_s2:+.1f})"
             )
     return lines

@@ -66,7 +66,7 @@ DENOISERS: Registry[DenoiserSpec, LoadedDenoiser] = Registry(
     {
         "latent-denoiser": DenoiserSpec(
             "latent-denoiser",
-            ("taef2", "taef2-q2"),  # before the decoder; taef2-q2 decodes denoised latents with TAEF2's decoder
+            ("taef2", "taef2-q2", "taef2-q3"),  # before the decoder; the switched models then decode with TAEF2's
             _load_latent_denoiser,
             source_env="LATENTCODEC_LATENT_DENOISER",
             description="The project's 0.9M-parameter U-Net (plain torch), trained on TAEF2 latents"
@@ -83,7 +83,7 @@ DENOISERS: Registry[DenoiserSpec, LoadedDenoiser] = Registry(
     },
 )
 # model id -> the denoiser its streams name by default
-DEFAULT_DENOISERS = {"taef2": "latent-denoiser", "taef2-q2": "latent-denoiser"}
+DEFAULT_DENOISERS = {"taef2": "latent-denoiser", "taef2-q2": "latent-denoiser", "taef2-q3": "latent-denoiser"}
 
 
 def available_denoisers() -> list[str]:

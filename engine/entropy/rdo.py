@@ -53,12 +53,15 @@ def model_for(method: EntropyMethod, latent_space: str) -> PassesModel | None:
     return model if isinstance(model, PassesModel) else None
 
 
-def recoded(coded: CodedBatch, latents: torch.Tensor, step: float, model: PassesModel, lam: float) -> CodedBatch:
-    """A uniform coder's batch with the int8 rows' symbols :func:`rounded` (their noise levels measured again);
-    rows of wider symbols, and latents of another channel count than the model's, as they were."""
+def recoded(
+    coded: CodedBatch, latents: torch.Tensor, steps: torch.Tensor, model: PassesModel, lam: float
+) -> CodedBatch:
+    """A uniform coder's batch (steps per channel ``[B, C]``) with the int8 rows' symbols :func:`rounded` (their
+    noise levels measured again); rows of wider symbols, and latents of another channel count than the model's, as
+    they were."""
     if latents.shape[1] != model.channels:
         return coded
-    batch, size = len(latents), latents[0].numel()
+    batch, size, step = len(latents), latents[0].numel(), steps[:, :, None, None]
     symbols = rounded(latents.float().div(step).clamp_(-SYMBOL_MAX, SYMBOL_MAX), model, lam)
     narrow = coded.params[:, -1] == 1  # the symbol width, the parameters' last byte
     planes = coded.planes.clone()

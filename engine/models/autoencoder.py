@@ -12,7 +12,7 @@ from torch import nn
 from latentcodec.engine.format import FINGERPRINT_BYTES
 from latentcodec.engine.models.bicubic import Grid, Span, bicubic_block, reads
 from latentcodec.engine.models.lowres import run_layer
-from latentcodec.engine.models.upscaler import Upscaler, bicubic
+from latentcodec.engine.models.upscaler import Level, Upscaler, bicubic
 
 
 @dataclass(frozen=True)
@@ -76,24 +76,38 @@ class LatentAutoencoder(nn.Module):
         raw = latents / self.spec.scaling_factor + self.spec.shift_factor
         return self._from_network_range(self._decoder(raw, sigma, 0, None))
 
-    def upscale(self, rgb: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Decoded images ``[B, 3, h, w]`` of a downscaled stream resized to ``size`` (not clamped): the model's
-        learned :class:`~latentcodec.engine.models.upscaler.Upscaler` when it has one, else bicubic."""
+    def upscale(self, rgb: torch.Tensor, size: tuple[int, int], level: Level = None) -> torch.Tensor:
+        """Decoded images ``[B, 3, h, w]`` of downscaled streams with noise levels ``level`` resized to ``size`` (not
+        clamped): the model's learned :class:`~latentcodec.engine.models.upscaler.Upscaler` (or synthesis stage)
+        when it has one, else bicubic."""
         if self.upscaler is None:
             return bicubic(rgb, size)
-        return self.upscaler(rgb, size)
+        return self.upscaler(rgb, size, level)
+
+    @property
+    def rate_scales(self) -> tuple[float, ...]:
+        """The scales rate control tries for this model (those its resizer learned)."""
+        return (self.upscaler or Upscaler).scales
+
+    @property
+    def upscale_align(self) -> int:
+        """Blocks of :meth:`upscale_block` start at multiples of this."""
+        return 2 if self.upscaler is None else self.upscaler.align
 
     def upscale_reads(self, n_in: int, n_out: int, span: Span) -> torch.Tensor:
         """The decoded image's samples that outputs ``span`` of :meth:`upscale` read, along a side of ``n_in`` resized
         to ``n_out`` (rows or columns alike)."""
         return reads(n_in, n_out, span) if self.upscaler is None else self.upscaler.reads(n_in, n_out, span)
 
-    def upscale_block(self, source: Grid, size: tuple[int, int], rows: Span, cols: Span) -> torch.Tensor:
-        """Block ``rows x cols`` (even starts) of :meth:`upscale`'s output from the decoded samples in ``source``
-        (those :meth:`upscale_reads` names): what the whole resize makes there, to about 1e-6."""
+    def upscale_block(
+        self, source: Grid, size: tuple[int, int], rows: Span, cols: Span, level: Level = None
+    ) -> torch.Tensor:
+        """Block ``rows x cols`` (starts on the :attr:`upscale_align` grid) of :meth:`upscale`'s output from the
+        decoded samples in ``source`` (those :meth:`upscale_reads` names): what the whole resize makes there, to
+        about 1e-6."""
         if self.upscaler is None:
             return bicubic_block(source, size, rows, cols)
-        return self.upscaler.block(source, size, rows, cols)
+        return self.upscaler.block(source, size, rows, cols, level)
 
     def branches(self, sigma: torch.Tensor | None) -> list[tuple[int, torch.Tensor | None]]:
         """Which decoder (branch) decodes which rows (``None``: every row) of images with noise levels ``sigma``:

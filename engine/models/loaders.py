@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import torch
@@ -13,6 +14,7 @@ from latentcodec.engine.models import weights as weights_lib
 from latentcodec.engine.models.assembly import with_state
 from latentcodec.engine.models.autoencoder import LatentAutoencoder, ModelSpec, state_fingerprint
 from latentcodec.engine.models.switched import SwitchedAutoencoder
+from latentcodec.engine.models.synthesis import Synthesizer
 from latentcodec.engine.models.tiny_autoencoder import (
     DECODER_LOCAL_FROM,
     ENCODER_GLOBAL_FROM,
@@ -51,7 +53,8 @@ def load_tiny_switched(
     threshold: float,
 ) -> SwitchedAutoencoder:
     """A TAESD-family model whose own decoder serves clean latents and a bundled conditioned decoder serves
-    noise levels from ``threshold`` on, with a bundled learned upscaler (bundled files: (path, sha256))."""
+    noise levels from ``threshold`` on, with a bundled learned upscaler or synthesis stage (bundled files: (path,
+    sha256); its metadata says which)."""
     states = _states(files)
     tuned_state, upscaler_state = _bundled_state(spec, *decoder), _bundled_state(spec, *upscaler)
     clean = with_state(lambda: tiny_decoder(spec.latent_channels, midblock=True), states["decoder"])
@@ -59,20 +62,26 @@ def load_tiny_switched(
     fingerprint = state_fingerprint(states["encoder"], states["decoder"], tuned_state, level, upscaler_state)
     encoder, tuned = _tiny_encoder(spec, states["encoder"]), _conditioned_decoder(spec, tuned_state)
     model = SwitchedAutoencoder(spec, encoder, tuned, clean, fingerprint, threshold, **TINY_SPLIT)
-    shape = {k: int(v) for k, v in _metadata(upscaler[0], ("width", "depth")).items()}
-    model.upscaler = with_state(lambda: Upscaler(**shape), upscaler_state)
+    model.upscaler = with_state(lambda: _resizer(_metadata(upscaler[0])), upscaler_state)
     return model
 
 
-def _metadata(path: Path, keys: tuple[str, ...]) -> dict[str, str]:
-    """Entries of a safetensors file's ``latentcodec`` metadata (JSON)."""
+def _resizer(layout: dict[str, str]) -> Upscaler:
+    """The untrained resizer a bundled file's metadata describes (training/upscaler.py writes it)."""
+    if layout.get("kind") == "synthesis":
+        widths = tuple(int(w) for w in re.findall(r"\d+", layout["widths"]))
+        return Synthesizer(widths)  # type: ignore[arg-type]
+    return Upscaler(int(layout["width"]), int(layout["depth"]))
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    """A safetensors file's ``latentcodec`` metadata (JSON)."""
     import json
 
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as handle:
-        stored = json.loads((handle.metadata() or {}).get("latentcodec", "{}"))
-    return {key: stored[key] for key in keys}
+        return json.loads((handle.metadata() or {}).get("latentcodec", "{}"))
 
 
 def _states(files: dict[str, weights_lib.WeightsFile]) -> dict[str, dict[str, torch.Tensor]]:

@@ -41,6 +41,9 @@ TAEF2Q2_THRESHOLD = 0.35
 # made by training/upscaler.py (`latentcodec-lab train-upscaler`): resizes taef2-q2's downscaled streams
 TAEF2Q2_UPSCALER = Path(__file__).with_name("bundled") / "upscaler_taef2.safetensors"
 TAEF2Q2_UPSCALER_SHA256 = "b25a656ed0aa4eded79903e81747b1b28ad26d216d9f085e0c7d168a14c49f12"
+# taef2-q3: taef2-q2's decoders and upscaler, switched at the level where the tuned decoder starts to win on
+# streams with steps per channel (held-out photos; README, "Steps per channel")
+TAEF2Q3_THRESHOLD = 0.7
 
 Loader = Callable[[ModelSpec, str | None], LatentAutoencoder]  # (spec, source override) -> model
 
@@ -90,6 +93,16 @@ MODELS: Registry[RegisteredModel, LatentAutoencoder] = Registry(
                 (TAEF2Q_DECODER, TAEF2Q_DECODER_SHA256),
                 (TAEF2Q2_UPSCALER, TAEF2Q2_UPSCALER_SHA256),
                 TAEF2Q2_THRESHOLD,
+            ),
+        ),
+        "taef2-q3": RegisteredModel(
+            _flux2("taef2-q3", "taef2-q2's decoders and upscaler, switched for steps per channel", True),
+            lambda spec, _source: load_tiny_switched(
+                spec,
+                TAEF2_FILES,
+                (TAEF2Q_DECODER, TAEF2Q_DECODER_SHA256),
+                (TAEF2Q2_UPSCALER, TAEF2Q2_UPSCALER_SHA256),
+                TAEF2Q3_THRESHOLD,
             ),
         ),
         "sd-vae": _diffusers_model(

@@ -3,7 +3,8 @@
 Rate control spends low rates on downscaled images; the decoder draws them small and the codec resizes them to
 the image's size. Bicubic resizing (what every model does) blurs; :class:`Upscaler` adds a residual to it, drawn
 by a few convolutions from the bicubic result at half its resolution (pixel unshuffle), told the resize ratio.
-Its last layer starts at zero, so before training it is exactly bicubic.
+Its last layer starts at zero, so before training it is exactly bicubic. :class:`~latentcodec.engine.models.synthesis.
+Synthesizer` is its larger sibling, told the stream's noise level too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from torch import nn
 
 from latentcodec.engine.models.bicubic import Grid, Span, bicubic_block, reads
 
+Level = float | torch.Tensor | None  # a stream's noise level: one for the batch, or ``[B]``
+
 
 def bicubic(small: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``[B, 3, h, w]`` -> ``[B, 3, H, W]``, not clamped: how the codec resizes decoded images."""
@@ -24,6 +27,10 @@ def bicubic(small: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 class Upscaler(nn.Module):
     """``(decoded [B, 3, h, w], (H, W)) -> [B, 3, H, W]``: bicubic plus a learned residual (not clamped)."""
+
+    align = 2  # blocks start at multiples of this (the half-resolution grid)
+    told_level = False  # whether the residual reads the stream's noise level
+    scales = (1.0, 0.71, 0.5, 0.35)  # the scales rate control tries for models that resize with it (or bicubic)
 
     def __init__(self, width: int = 48, depth: int = 4) -> None:
         super().__init__()
@@ -35,22 +42,21 @@ class Upscaler(nn.Module):
         nn.init.zeros_(layers[-1].bias)
         self.body = nn.Sequential(*layers)
 
-    def forward(self, small: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    def forward(self, small: torch.Tensor, size: tuple[int, int], level: Level = None) -> torch.Tensor:
         ratio = math.sqrt(size[0] * size[1] / (small.shape[-2] * small.shape[-1]))
         base = bicubic(small, size)
-        return base + self.residual(base, ratio)
+        return base + self.residual(base, ratio, level)
 
-    def residual(self, base: torch.Tensor, ratio: float | torch.Tensor) -> torch.Tensor:
+    def residual(self, base: torch.Tensor, ratio: float | torch.Tensor, level: Level = None) -> torch.Tensor:
         """What the upscaler adds to bicubic upscales ``base`` ``[B, 3, H, W]`` made at ``ratio`` (output side over
-        input side; one, or ``[B]``)."""
+        input side) from streams of noise level ``level`` (each one value, or ``[B]``; no level: zero)."""
         height, width = base.shape[-2:]
-        x = F.pixel_unshuffle(F.pad(base, (0, width % 2, 0, height % 2), mode="replicate"), 2)
-        if isinstance(ratio, torch.Tensor):
-            log_ratio = ratio.to(x).log().reshape(-1, 1, 1, 1).expand(x.shape[0], 1, *x.shape[-2:])
-        else:  # a fill, no host-to-device copy: CUDA-graph safe
-            log_ratio = x.new_full((x.shape[0], 1, *x.shape[-2:]), math.log(ratio))
-        x = torch.cat([x, log_ratio], dim=1)
-        return F.pixel_shuffle(self.body(x), 2)[..., :height, :width]
+        pad = (0, -width % self.align, 0, -height % self.align)
+        x = F.pixel_unshuffle(F.pad(base, pad, mode="replicate"), 2)
+        planes = [x, _plane(x, ratio, log=True)]
+        if self.told_level:
+            planes.append(_plane(x, 0.0 if level is None else level))
+        return F.pixel_shuffle(self.body(torch.cat(planes, dim=1)), 2)[..., :height, :width]
 
     @property
     def margin(self) -> int:
@@ -59,19 +65,29 @@ class Upscaler(nn.Module):
 
     def reads(self, n_in: int, n_out: int, span: Span) -> torch.Tensor:
         """The input samples that outputs ``span`` read, along one side of ``n_in`` resized to ``n_out``."""
-        return reads(n_in, n_out, _widened(span, n_out, self.margin))
+        return reads(n_in, n_out, self._widened(span, n_out))
 
-    def block(self, source: Grid, size: tuple[int, int], rows: Span, cols: Span) -> torch.Tensor:
-        """Block ``rows x cols`` of ``self(image, size)`` from the image's samples in ``source`` (those :meth:`reads`
-        names). Blocks start at even rows and columns; the residual sees ``margin`` more on each side, so it equals
-        the whole image's (the bicubic base agrees to about 1e-6: :mod:`~latentcodec.engine.models.bicubic`)."""
-        wide_rows, wide_cols = _widened(rows, size[0], self.margin), _widened(cols, size[1], self.margin)
+    def block(self, source: Grid, size: tuple[int, int], rows: Span, cols: Span, level: Level = None) -> torch.Tensor:
+        """Block ``rows x cols`` of ``self(image, size, level)`` from the image's samples in ``source`` (those
+        :meth:`reads` names). Blocks start at multiples of ``align``; the residual sees ``margin`` more on each
+        side, so it equals the whole image's (the bicubic base agrees to about 1e-6:
+        :mod:`~latentcodec.engine.models.bicubic`)."""
+        wide_rows, wide_cols = self._widened(rows, size[0]), self._widened(cols, size[1])
         base = bicubic_block(source, size, wide_rows, wide_cols)
         ratio = math.sqrt(size[0] * size[1] / (source.size[0] * source.size[1]))
         top, left = rows[0] - wide_rows[0], cols[0] - wide_cols[0]
         inner = (..., slice(top, top + rows[1] - rows[0]), slice(left, left + cols[1] - cols[0]))
-        return base[inner] + self.residual(base, ratio)[inner]
+        return base[inner] + self.residual(base, ratio, level)[inner]
+
+    def _widened(self, span: Span, length: int) -> Span:
+        """``span`` and ``margin`` more on each side, starting on the ``align`` grid."""
+        return max(0, (span[0] - self.margin) // self.align * self.align), min(length, span[1] + self.margin)
 
 
-def _widened(span: Span, length: int, margin: int) -> Span:
-    return max(0, span[0] - margin), min(length, span[1] + margin)
+def _plane(x: torch.Tensor, value: float | torch.Tensor, log: bool = False) -> torch.Tensor:
+    """A ``[B, 1, h, w]`` plane like ``x``'s of ``value`` or its log (one value, or one per row)."""
+    if isinstance(value, torch.Tensor):
+        value = value.to(x).log() if log else value.to(x)
+        return value.reshape(-1, 1, 1, 1).expand(x.shape[0], 1, *x.shape[-2:])
+    # a fill, no host-to-device copy: CUDA-graph safe
+    return x.new_full((x.shape[0], 1, *x.shape[-2:]), math.log(value) if log else value)
