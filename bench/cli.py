@@ -226,19 +226,13 @@ def cmd_entropy(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def decoder_gain_models() -> tuple[str, str]:
-    from latentcodec.bench.decoder_gain import MODELS
-
-    return MODELS
-
-
 def cmd_decoder_gain(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from latentcodec.bench import decoder_gain
 
     paths = _benchmark_images(args)
-    models = tuple(args.models.split(","))
+    models = tuple(args.models.split(",")) if args.models else decoder_gain.MODELS
     points = decoder_gain.DOWNSCALED if args.downscaled else decoder_gain.POINTS
     with progress_bar(len(paths) * len(points), "decoder-gain") as bar:
         records = decoder_gain.run(paths, points, progress=bar.update, device=args.device, models=models)
@@ -485,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
         gain.add_argument("--json", help="write every record and the summary here")
         gain.set_defaults(run=command)
         if name == "decoder-gain":
-            gain.add_argument("--models", default=",".join(decoder_gain_models()), help="the two models, A,B")
+            gain.add_argument("--models", help="the two models, A,B (default: taef2,taef2-q2)")
             gain.add_argument("--downscaled", action="store_true", help="only the downscaled points (the resizers)")
 
     ent = sub.add_parser("entropy", help="zstd against the context coders at the points rate control picks")

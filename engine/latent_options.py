@@ -37,9 +37,9 @@ class LatentOptions:
 
     def __post_init__(self) -> None:
         knobs = {name: getattr(self, name) for name in _CODING}
-        object.__setattr__(
-            self, "coding", EncodeOptions(**knobs, denoiser=None, channel_steps=False)
-        )  # ValueError for bad values
+        # ValueError for bad values; one step for every channel: target_rmse is an error in latent units
+        coding = EncodeOptions(**knobs, denoiser=None, channel_steps=False)
+        object.__setattr__(self, "coding", coding)
         object.__setattr__(self, "mode", self.coding.mode)
         object.__setattr__(self, "entropy", self.coding.entropy)
         target = self.target_rmse

@@ -39,6 +39,7 @@ from latentcodec.training.decoder import SHARED, load_image, loss_terms
 UPSCALER_LAYOUT = {"width": 48, "depth": 4}  # the engine builds the shipped upscaler with these
 SYNTHESIS_WIDTHS = (48, 96, 192)  # and the shipped synthesis stage with these
 SCALES = {"upscaler": (0.71, 0.5, 0.35), "synthesis": (0.71, 0.5, 0.35, 0.25)}  # the scales each kind learns
+CHANNEL_STEPS = {"upscaler": False, "synthesis": True}  # whether it learns streams with steps per channel
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,14 @@ def _load(path: Path, max_side: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def decoded_small(model, image: torch.Tensor, scale: float, step: float) -> tuple[torch.Tensor, float]:
+def decoded_small(
+    model, image: torch.Tensor, scale: float, step: float, channel_steps: bool
+) -> tuple[torch.Tensor, float]:
     """What the codec's decoder hands the resize at ``scale`` and uniform ``step`` (no denoiser): ``[3, h, w]``, and
     the noise level the stream records."""
     rgb = downscaled(image.float() / 255, scale)
     latents = model.encode(pad_to_multiple(rgb[None], model.spec.downsample))
-    weighted = model.spec.model_id == "taef2-q3"  # the synthesis stage learns the streams with steps per channel
-    quantized = simulate(latents, mode="uniform", step=step, channel_steps=weighted)
+    quantized = simulate(latents, mode="uniform", step=step, channel_steps=channel_steps)
     decoded = model.decode(quantized.latents, quantized.noise if model.spec.conditioned else None)
     return decoded[0, :, : rgb.shape[1], : rgb.shape[2]].clamp(0, 1), float(quantized.noise[0])
 
@@ -117,7 +119,7 @@ def make_samples(paths: list[Path], config: UpscalerConfig, generator: torch.Gen
         for scale in config.scales or SCALES[config.kind]:
             for _ in range(config.steps_per_image):
                 step = config.min_step * math.exp(span * float(torch.rand((), generator=generator)))
-                small, level = decoded_small(model, image, scale, step)
+                small, level = decoded_small(model, image, scale, step, CHANNEL_STEPS[config.kind])
                 ratio = math.sqrt(image.shape[1] * image.shape[2] / (small.shape[-2] * small.shape[-1]))
                 group.append(Sample(bicubic(small[None], tuple(image.shape[1:]))[0].half(), image, ratio, level))
         groups.append(group)
@@ -207,7 +209,7 @@ def validate(model: Upscaler, paths: list[Path], config: UpscalerConfig) -> list
         for step in (0.5, 1.0):
             scores = []
             for image in images:
-                small, level = decoded_small(base, image, scale, step)
+                small, level = decoded_small(base, image, scale, step, CHANNEL_STEPS[config.kind])
                 reference, size = image.permute(1, 2, 0).numpy(), tuple(image.shape[1:])
                 row = []
                 for out in (bicubic(small[None], size), model(small[None], size, level)):

@@ -11,6 +11,8 @@ table under a new id instead.
 
 from __future__ import annotations
 
+from functools import cache
+
 import torch
 
 from latentcodec.engine.errors import CorruptStreamError
@@ -34,10 +36,14 @@ def table_for(channels: int) -> int:
 def channel_steps(steps: torch.Tensor, tables: list[int], channels: int) -> torch.Tensor:
     """Per-image ``steps`` ``[B]`` (float32) and table ids -> each channel's step ``[B, channels]`` (float32: the
     encoder's and every decoder's product is the same number)."""
-    weights = torch.ones(len(tables), channels)
-    for row, table in enumerate(tables):
-        if table:
-            if table not in TABLES or len(TABLES[table]) != channels:
-                raise CorruptStreamError(f"step table {table} does not fit {channels} latent channels")
-            weights[row] = torch.tensor(TABLES[table])
-    return steps.float()[:, None].cpu() * weights
+    return steps.float()[:, None].cpu() * torch.stack([_weights(table, channels) for table in tables])
+
+
+@cache
+def _weights(table: int, channels: int) -> torch.Tensor:
+    """Table ``table``'s weights ``[channels]`` (table 0: all ones), made once."""
+    if not table:
+        return torch.ones(channels)
+    if table not in TABLES or len(TABLES[table]) != channels:
+        raise CorruptStreamError(f"step table {table} does not fit {channels} latent channels")
+    return torch.tensor(TABLES[table])

@@ -32,7 +32,7 @@ class UniformCoder(Coder):
         """With ``options.channel_steps``, a step per channel from the table for this many channels, if any."""
         b, c = latents.shape[:2]
         step, table = float(np.float32(options.step_value)), self.table(options, c)  # the step as the header has it
-        steps = self.encode_steps(options, b, c).to(latents.device)
+        steps = to_device(self.encode_steps(options, b, c), latents.device)
         grid = steps[:, :, None, None]
         peaks = latents.detach().float().abs().div(grid).flatten(1).amax(1).ceil_()
         widths = torch.where(peaks <= 127, 1, 2).to(torch.uint8)
