@@ -493,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("decoder", "decoder", "taef2-q's decoder"),
         ("entropy", "entropy_model", "the context entropy model"),
         ("passes", "passes_model", "the passes entropy model"),
-        ("upscaler", "upscaler", "taef2-q2's upscaler or (--kind synthesis) taef2-q3's synthesis stage"),
+        ("upscaler", "upscaler", "taef2-q4's upscaler or (--kind synthesis) a synthesis stage"),
     )
     for name, network, what in trained:
         trn = sub.add_parser(f"train-{name}", help=f"train {what} (see training/{network}.py)")

@@ -6,9 +6,10 @@ without loading torch or the model registries.
 
 from __future__ import annotations
 
+import struct
 from enum import IntEnum
 
-DEFAULT_MODEL = "taef2-q3"  # the autoencoder new streams are made with unless the caller names one
+DEFAULT_MODEL = "taef2-q4"  # the autoencoder new streams are made with unless the caller names one
 FINGERPRINT_BYTES = 8  # hash of a network's weights, as streams record it
 MAX_ID = 64  # bytes of a model or denoiser id
 MAX_SIDE = 65535  # what PNG, WebP readers and the header's fields all carry
@@ -86,3 +87,18 @@ class ColorKind(IntEnum):
 def size_supported(width: int, height: int) -> bool:
     """Whether an image of this size may be encoded (and a stream may declare it)."""
     return 1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE and width * height <= MAX_PIXELS
+
+
+UNIFORM_PARAMS = struct.Struct("<fB")  # a uniform stream's parameters: step (float32), symbol width in bytes
+UNIFORM_WEIGHTED = struct.Struct("<fBB")  # with steps per channel: step, step table id (never 0), symbol width
+
+
+def uniform_params(params: bytes) -> tuple[float, int, int] | None:
+    """(step, step table id (0: one step for every channel), symbol width) of a uniform stream's parameters, or
+    None where they have neither layout's size (not validated: the coder checks them)."""
+    if len(params) == UNIFORM_PARAMS.size:
+        step, width = UNIFORM_PARAMS.unpack(params)
+        return step, 0, width
+    if len(params) == UNIFORM_WEIGHTED.size:
+        return UNIFORM_WEIGHTED.unpack(params)
+    return None

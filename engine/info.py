@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 from latentcodec.engine import bitstream
 from latentcodec.engine.errors import CorruptStreamError, InvalidInputError, NotAStreamError
-from latentcodec.engine.format import MAX_STREAM_BYTES
+from latentcodec.engine.format import MAX_STREAM_BYTES, CodingMode, uniform_params
 
 StreamInput = bytes | bytearray | memoryview | str | os.PathLike
 
@@ -31,6 +31,8 @@ class StreamInfo:
     denoiser: str | None
     noise_level: float | None
     decoder_noise_level: float | None
+    step: float | None  # a uniform stream's step (latent units)
+    step_table: int | None  # and its table of steps per channel (0: one step for every channel)
     params_bytes: int
     latent_bytes: int
     alpha_bytes: int
@@ -69,6 +71,7 @@ def info(data: StreamInput) -> StreamInfo:
     data = read_stream(data)
     stream = bitstream.unpack(data)
     h = stream.header
+    uniform = uniform_params(stream.params) if h.mode is CodingMode.UNIFORM else None
     return StreamInfo(
         version=h.version,
         model=h.model_id,
@@ -85,6 +88,8 @@ def info(data: StreamInput) -> StreamInfo:
         denoiser=h.denoiser.denoiser_id if h.denoiser else None,
         noise_level=h.denoiser.noise_level if h.denoiser else None,
         decoder_noise_level=h.noise_level,
+        step=uniform[0] if uniform else None,
+        step_table=uniform[1] if uniform else None,
         params_bytes=len(stream.params),
         latent_bytes=len(stream.latents),
         alpha_bytes=len(stream.alpha),

@@ -53,7 +53,7 @@ class EncodeOptions:
     downscaled image and restores the size on decode. ``entropy`` codes uniform int8 symbols of a latent space with
     a model by ``passes``, the default, or ``context`` (slower), else with zstd (``level``). ``target_bpp`` (uniform
     mode) makes the encoder choose step and scale: the best ``metric`` within 10% of that many bits per pixel
-    (``rate_search="climb"`` stops at the first scale that scores worse than the one below it); ``target_psnr``
+    (``rate_search="peak"`` starts at the scale whose step is near 1, moving while the score improves); ``target_psnr``
     (dB) the smallest stream whose decoded PSNR reaches it (each try decodes). ``denoiser="auto"`` (uniform and
     palette modes) tries each stream without the model's denoiser and at three strengths and keeps the best by
     ``strength_by`` (none, with a warning, where its weights are not installed); a named id is always recorded.
@@ -116,12 +116,12 @@ class EncodeOptions:
         ),
     )
     rate_search: str = field(
-        default="climb",
+        default="peak",
         metadata=_meta(
             str,
-            "how target_bpp searches: climb (scales from the smallest while the score improves, steps by regula"
-            " falsi) or every (every scale, steps by bisection: the streams of versions before climb)",
-            choices=("climb", "every"),
+            "how target_bpp searches the scales: peak (from the one whose step is near 1, to the better side), climb"
+            " (up from the smallest; streams of versions before peak) or every (the streams before climb)",
+            choices=("peak", "climb", "every"),
         ),
     )
 

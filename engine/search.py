@@ -5,9 +5,10 @@ Rate: stream sizes fall as the step grows, so for a candidate scale a search in 
 step whose stream fits the budget (regula falsi on the log size, to within ``SIZE_TOLERANCE`` below it; or, with
 ``rate_search="every"``, bisection); each try costs a quantization and the entropy model's code length (no
 coding; zstd streams are compressed), never a network pass; one stream per scale is written and decoded, and the
-best ``metric`` among those within ``TOLERANCE`` of the budget wins. ``"climb"`` tries the scales from the smallest
-and stops at the first that does not beat the best so far (the score of the scale is assumed to rise, then fall);
-``"every"`` tries them all.
+best ``metric`` among those within ``TOLERANCE`` of the budget wins. ``"peak"`` (the default) starts at the scale
+whose step is nearest ``PEAK_STEP`` (sizing the scales from the smallest up to it: no decode) and moves to the
+better neighbour while the score improves; ``"climb"`` starts at the smallest scale and moves up the same way (the
+score of the scale is assumed to rise, then fall); ``"every"`` tries them all.
 Quality: per scale, bisection finds the coarsest step whose decoded PSNR reaches the target (each try decodes);
 the smallest such stream over the scales wins; the kept stream's denoiser strength is then chosen once.
 How the constants were chosen, and on which images, is in the README.
@@ -37,6 +38,7 @@ MIN_SEARCH_STEP = 0.02
 ITERATIONS = 14  # the step is then known to 0.07% (log2 range 11.6 bits / 2**14)
 QUALITY_ITERATIONS = 8  # each try decodes: the step is known to 3%
 SIZE_TOLERANCE = 0.005  # regula falsi stops at a step whose size is this close below the budget
+PEAK_STEP = 1.0  # the best scale's stream usually fits at about this step (held-out photos: README, "Rate control")
 
 
 def finest_step_within(size_of: Callable[[float], int], budget: float) -> float:
@@ -125,23 +127,65 @@ class Coding:
 
 def to_rate(coding_at: Callable[[float], Coding], decoder: Decoder, prepared: PreparedImage, plan: EncodePlan) -> bytes:
     """The best stream under ``metric`` within 10% of ``target_bpp`` over the candidate scales (``coding_at(scale)``
-    codes the image at a scale) and steps: each scale's step searched on sizes, one stream written per scale tried
-    (every scale, or up from the smallest while the score improves: ``rate_search``)."""
+    codes the image at a scale) and steps: each scale's step searched on sizes, one stream written and decoded per
+    scale tried (``rate_search``: from the scale whose step is nearest :data:`PEAK_STEP`, or the smallest, towards
+    the better neighbour while the score improves; or every scale)."""
     height, width = prepared.rgb.shape[1:]
     budget = plan.options.target_bpp * width * height / 8
     reference = to_array(prepared.rgb)
-    climb = plan.options.rate_search == "climb"
-    step_for = finest_step_by_regula_falsi if climb else finest_step_within
-    candidates, finals = [], {}
-    for scale in sorted(plan.scales) if climb else plan.scales:
+    method = plan.options.rate_search
+    step_for = finest_step_within if method == "every" else finest_step_by_regula_falsi
+    finals: dict[bytes, Callable[[], bytes]] = {}
+
+    @cache
+    def sized(scale: float) -> tuple[Coding, float]:
         coding = coding_at(scale)
-        step = step_for(coding.size, budget)
+        return coding, step_for(coding.size, budget)
+
+    @cache
+    def tried(scale: float) -> Candidate:
+        coding, step = sized(scale)
         candidate = _candidate(decoder, coding.stream(step), reference, plan, plan.options.metric)
-        if climb and candidates and choose([*candidates, candidate], budget) != candidate.data:
-            break
-        candidates.append(candidate)
-        finals[candidate.data] = lambda coding=coding, step=step: coding.final(step)
+        finals[candidate.data] = lambda: coding.final(step)
+        return candidate
+
+    ladder = sorted(plan.scales)
+    if method == "every":
+        candidates = [tried(scale) for scale in plan.scales]
+    elif method == "climb":
+        candidates = _climbed(ladder, tried, budget, 0, (1,))
+    else:
+        candidates = _climbed(ladder, tried, budget, _nearest_peak(ladder, lambda s: sized(s)[1]), (1, -1))
     return finals[choose(candidates, budget)]()
+
+
+def _nearest_peak(ladder: list[float], step_at: Callable[[float], float]) -> int:
+    """The index of the scale whose step is nearest :data:`PEAK_STEP` (in log): steps grow with the scale, so the
+    scales are sized from the smallest up to the first whose step reaches it."""
+    index = next((i for i, scale in enumerate(ladder) if step_at(scale) >= PEAK_STEP), len(ladder) - 1)
+    if index and step_at(ladder[index]) >= PEAK_STEP:
+        above, below = math.log(step_at(ladder[index]) / PEAK_STEP), math.log(PEAK_STEP / step_at(ladder[index - 1]))
+        index -= below < above
+    return index
+
+
+def _climbed(
+    ladder: list[float], tried: Callable[[float], Candidate], budget: float, start: int, directions: tuple[int, ...]
+) -> list[Candidate]:
+    """The candidates tried from ``ladder[start]`` one way (the first of ``directions`` that improves on it) while
+    each beats the best so far (the score of the scale is assumed to rise, then fall)."""
+    kept = [tried(ladder[start])]
+    for direction in directions:
+        index = start + direction
+        while 0 <= index < len(ladder):
+            candidate = tried(ladder[index])
+            if choose([*kept, candidate], budget) != candidate.data:
+                break
+            kept.append(candidate)
+            index += direction
+        if len(kept) > 1:
+            break
+    return kept
 
 
 def to_quality(

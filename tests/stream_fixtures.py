@@ -104,6 +104,13 @@ CHANNEL_CASES: tuple[tuple[str, int, tuple[int, int, int, int], str, dict], ...]
     ("channels-rdo", 23, (300, 200, 428, 296), "RGB", {"rdo": 0.1, "step": 1.5}),
 )
 
+# taef2-q4: its upscaler told the noise level, rate control over the finer ladder from the peak step
+LADDER_CASES: tuple[tuple[str, int, tuple[int, int, int, int], str, dict], ...] = (
+    ("q4-scale-quarter", 23, (300, 200, 428, 296), "RGB", {"scale": 0.25, "step": 1.0}),
+    ("q4-target-bpp", 19, (300, 300, 396, 396), "RGB", {"target_bpp": 0.2}),
+    ("q4-target-bpp-low", 23, (200, 100, 456, 356), "RGB", {"target_bpp": 0.05}),
+)
+
 
 def case_image(kodak: Path, index: int, box: tuple[int, int, int, int], mode: str) -> Image.Image:
     """A Kodak crop in ``mode``; RGBA crops get a gradient alpha."""
@@ -133,7 +140,7 @@ def stream_digests(kodak: Path) -> dict[str, dict]:
     """Each case's stream: its sha256, length and the denoiser it names, encoded by a fresh CPU codec."""
     import latentcodec
 
-    codecs = {model: latentcodec.Codec(model, device="cpu") for model in ("taef2", "taef2-q2")}
+    codecs = {model: latentcodec.Codec(model, device="cpu") for model in ("taef2", "taef2-q2", "taef2-q4")}
     digests = {}
     # how "auto" chose the denoiser strength before the passes method arrived, and rate control before it climbed
     old = {"strength_by": "pixels", "rate_search": "every"}
@@ -145,7 +152,10 @@ def stream_digests(kodak: Path) -> dict[str, dict]:
     cases = [(*case[:4], {"channel_steps": False, **case[4]}) for case in (*cases, *switched)]
     tagged = [("taef2", *case) for case in cases[: len(cases) - len(switched)]]
     tagged += [("taef2-q2", *case) for case in cases[len(cases) - len(switched) :]]
-    cases = tagged + [("taef2-q2", *case) for case in CHANNEL_CASES]
+    tagged += [("taef2-q2", *case) for case in CHANNEL_CASES]
+    # every case before the peak search: rate control climbing from the smallest scale
+    cases = [(model, *case[:4], {"rate_search": "climb", **case[4]}) for model, *case in tagged]
+    cases += [("taef2-q4", *case) for case in LADDER_CASES]
     for model, name, index, box, mode, options in cases:
         data = codecs[model].encode(case_image(kodak, index, box, mode), **options)
         denoiser = latentcodec.info(data).denoiser

@@ -255,7 +255,7 @@ def test_global_flags_go_before_or_after_the_command_and_help_shows_defaults():
     assert parser.parse_args(["dataset", "encode", "a", "b", "--model", "taef2"]).model == "taef2"
     sub = next(a for a in parser._actions if a.dest == "command")
     assert (
-        "(default: taef2-q3)" in parser.format_help() and "(default: taef2-q3)" in sub.choices["encode"].format_help()
+        "(default: taef2-q4)" in parser.format_help() and "(default: taef2-q4)" in sub.choices["encode"].format_help()
     )
     assert "(default: 67108864)" in sub.choices["serve"].format_help()
 

@@ -62,6 +62,8 @@ def test_the_default_path_imports_neither_diffusers_nor_transformers(tmp_path):
     code = (
         "import sys, latentcodec; from PIL import Image;"
         "data = latentcodec.encode(Image.new('RGB', (40, 24), (200, 90, 30)), step=2.0);"
+        "latentcodec.decode(data);"
+        "data = latentcodec.encode(Image.new('RGB', (40, 24), (200, 90, 30)), step=2.0, denoiser='latent-denoiser');"
         "assert latentcodec.info(data).denoiser == 'latent-denoiser', latentcodec.info(data);"
         "latentcodec.decode(data);"
         "loaded = {'diffusers', 'transformers'} & set(sys.modules); assert not loaded, loaded"

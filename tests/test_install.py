@@ -38,11 +38,14 @@ def test_installed_packages_win_over_the_roots_folders():
 
 
 def test_the_default_pipeline_runs_from_the_repo_root():
-    """The default encode (denoiser on) and decode, and diffusers building a model (it imports ``kernels`` when the
-    Hugging Face package of that name is installed), from a ``python -c`` started in the checkout."""
+    """The default encode and decode (and with the shipped denoiser named), and diffusers building a model (it
+    imports ``kernels`` when the Hugging Face package of that name is installed), from a ``python -c`` started in
+    the checkout."""
     code = (
         "import importlib, importlib.metadata, importlib.util, latentcodec; from PIL import Image\n"
-        "data = latentcodec.encode(Image.new('RGB', (48, 32), (30, 140, 220)), step=2.0)\n"
+        "image = Image.new('RGB', (48, 32), (30, 140, 220))\n"
+        "assert latentcodec.decode(latentcodec.encode(image, target_bpp=0.5)).size == (48, 32)\n"
+        "data = latentcodec.encode(image, step=2.0, denoiser='latent-denoiser')\n"
         "assert latentcodec.info(data).denoiser == 'latent-denoiser'\n"
         "assert latentcodec.decode(data).size == (48, 32)\n"
         "if importlib.util.find_spec('diffusers'):\n"

@@ -7,6 +7,7 @@ from shared_inputs import as_array, kodak_path
 
 import latentcodec
 from latentcodec.engine import search
+from latentcodec.engine.models.upscaler import RATE_LADDER
 from latentcodec.engine.search import Candidate
 
 
@@ -41,23 +42,31 @@ def test_regula_falsi_fits_the_budget_in_few_tries(exponent):
     assert search.finest_step_by_regula_falsi(size_of, 1) == pytest.approx(64)
 
 
-def _scales_tried(monkeypatch, scores: dict[float, float], rate_search: str) -> tuple[list[float], bytes]:
-    """to_rate over fake codings whose streams, all at the budget, decode to ``scores`` by scale."""
-    tried = []
-    monkeypatch.setattr(search, "_candidate", lambda _d, data, *_: Candidate(data, scores[float(data[:4])]))
+def _scales_tried(
+    monkeypatch, scores: dict[float, float], rate_search: str, scales=search.SCALES, growth: float = 0.0
+) -> tuple[list[float], bytes]:
+    """to_rate over fake codings whose streams, all at the budget, decode to ``scores`` by scale: the scales decoded
+    and the stream kept. The step that fits grows with the scale like ``(scale / 0.5) ** growth`` (1 at 0.5)."""
+    decoded = []
+
+    def candidate(_decoder, data, *_):
+        decoded.append(float(data[:4]))
+        return Candidate(data, scores[decoded[-1]])
+
+    monkeypatch.setattr(search, "_candidate", candidate)
 
     def coding_at(scale):
-        tried.append(scale)
         stream = lambda step: f"{scale:.2f}".encode() + b"x" * 96  # noqa: E731
-        return search.Coding(stream=stream, size=lambda step: 100 * 2 / (1 + step), final=stream)
+        bytes_at = lambda step: 200 / (1 + step / (scale / 0.5) ** growth)  # noqa: E731  # 100 bytes at that step
+        return search.Coding(stream=stream, size=bytes_at, final=stream)
 
     class Plan:
         options = latentcodec.EncodeOptions(target_bpp=8.0, rate_search=rate_search)
         choose_strength = False
-        scales = search.SCALES
 
+    Plan.scales = scales
     prepared = type("Prepared", (), {"rgb": __import__("torch").zeros(3, 10, 10)})()
-    return tried, search.to_rate(coding_at, None, prepared, Plan())
+    return decoded, search.to_rate(coding_at, None, prepared, Plan())
 
 
 @pytest.mark.parametrize(("best", "tried"), [(0.35, 2), (0.5, 3), (0.71, 4), (1.0, 4)])
@@ -67,6 +76,33 @@ def test_the_climb_stops_at_the_first_scale_that_scores_worse(monkeypatch, best,
     assert climbed == sorted(search.SCALES)[:tried] and chosen.startswith(f"{best:.2f}".encode())
     every, chosen_every = _scales_tried(monkeypatch, scores, "every")
     assert every == list(search.SCALES) and chosen_every == chosen
+
+
+@pytest.mark.parametrize(
+    ("best", "tried"),
+    [
+        (0.5, [0.5, 0.6, 0.42]),
+        (0.35, [0.5, 0.6, 0.42, 0.35, 0.3]),
+        (0.25, [0.5, 0.6, 0.42, 0.35, 0.3, 0.25]),
+        (0.85, [0.5, 0.6, 0.71, 0.85, 1.0]),
+        (1.0, [0.5, 0.6, 0.71, 0.85, 1.0]),
+    ],
+)
+def test_the_peak_search_starts_where_the_step_nears_one_and_moves_to_the_better_side(monkeypatch, best, tried):
+    scores = {s: -abs(math.log(s / best)) for s in RATE_LADDER}
+    peaked, chosen = _scales_tried(monkeypatch, scores, "peak", RATE_LADDER, growth=2.0)  # step 1 at scale 0.5
+    assert peaked == tried and chosen.startswith(f"{best:.2f}".encode())
+    every, chosen_every = _scales_tried(monkeypatch, scores, "every", RATE_LADDER, growth=2.0)
+    assert every == list(RATE_LADDER) and chosen_every == chosen
+
+
+def test_the_peak_start_is_the_scale_whose_step_is_nearest_in_log():
+    steps = dict(zip(RATE_LADDER[::-1], (0.3, 0.5, 0.8, 1.4, 2.0, 3.0, 4.0, 5.0, 6.0), strict=True))
+    assert search._nearest_peak(sorted(RATE_LADDER), steps.__getitem__) == 2  # 0.8 beats 1.4
+    steps[0.35] = 0.6
+    assert search._nearest_peak(sorted(RATE_LADDER), steps.__getitem__) == 3  # 1.4 beats 0.6
+    assert search._nearest_peak([0.25, 0.5], {0.25: 0.1, 0.5: 0.2}.__getitem__) == 1  # none reaches: the largest
+    assert search._nearest_peak([0.25, 0.5], {0.25: 3.0, 0.5: 9.0}.__getitem__) == 0
 
 
 def test_choice_prefers_quality_within_the_tolerance():

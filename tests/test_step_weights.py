@@ -56,9 +56,13 @@ def test_a_table_for_other_channels_is_refused_on_decode():
 def test_the_codec_uses_the_table_where_it_was_measured_and_not_under_refinement():
     image = Image.open(kodak_path(23)).convert("RGB").crop((300, 200, 364, 264))
     codec = latentcodec.Codec("taef2", device="cpu")
-    weighted = bitstream.unpack(codec.encode(image, step=1.0, denoiser=None)).params
-    refined = bitstream.unpack(codec.encode(image, step=1.0, denoiser=None, effort=1)).params
+    weighted_stream = codec.encode(image, step=1.25, denoiser=None)
+    refined_stream = codec.encode(image, step=1.25, denoiser=None, effort=1)
+    weighted, refined = (bitstream.unpack(data).params for data in (weighted_stream, refined_stream))
     assert (len(weighted), len(refined)) == (6, 5)
+    described = latentcodec.info(weighted_stream), latentcodec.info(refined_stream)  # info() names step and table
+    assert [(d.step, d.step_table) for d in described] == [(1.25, step_weights.table_for(32)), (1.25, 0)]
+    assert latentcodec.info(codec.encode(image, mode="scalar8")).step is None
     latent = latentcodec.encode_latents(torch.randn(32, 4, 4), step=1.0)  # latent streams: one step (target_rmse)
     assert len(bitstream.unpack(latent).params) == 5
 

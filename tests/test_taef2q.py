@@ -124,7 +124,7 @@ def test_a_fresh_install_encodes_and_decodes_with_the_trained_decoder_by_default
     photo = _photo()
     coarse = latentcodec.encode(photo, step=4.0, denoiser=None)  # steps per channel: the level reaches 0.7 later
     details = latentcodec.info(coarse)
-    assert details.model == latentcodec.DEFAULT_MODEL == "taef2-q3"
+    assert details.model == latentcodec.DEFAULT_MODEL == "taef2-q4"
     assert details.decoder_noise_level >= registry.TAEF2Q3_THRESHOLD
     decoded = np.asarray(latentcodec.decode(coarse))
     by_tuned = np.asarray(latentcodec.decode(as_model(coarse, latentcodec.Codec("taef2-q", device="cpu"))))
@@ -138,6 +138,13 @@ def test_a_fresh_install_encodes_and_decodes_with_the_trained_decoder_by_default
     assert latentcodec.info(fine).decoder_noise_level < registry.TAEF2Q3_THRESHOLD
     by_original = latentcodec.decode(as_model(fine, latentcodec.Codec("taef2", device="cpu")))
     assert np.array_equal(np.asarray(latentcodec.decode(fine)), np.asarray(by_original))
+    small = latentcodec.encode(photo, step=1.0, scale=0.5)  # denoiser "auto": none for taef2-q4's streams
+    assert latentcodec.info(small).denoiser is None
+    named = latentcodec.encode(photo, step=1.0, scale=0.5, denoiser="latent-denoiser")  # still there when named
+    assert latentcodec.info(named).denoiser == "latent-denoiser"
+    resized = np.asarray(latentcodec.decode(small))  # by taef2-q4's upscaler, told the noise level
+    by_q3 = np.asarray(latentcodec.decode(as_model(small, latentcodec.Codec("taef2-q3", device="cpu"))))
+    assert psnr(reference, resized) > psnr(reference, by_q3)
 
 
 def test_a_batch_of_both_branches_decodes_as_each_stream_alone():

@@ -150,7 +150,7 @@ def test_cli_throughput_times_the_default_and_the_plain_path_by_stage(tmp_path, 
     text = capsys.readouterr().out
     assert "| encode | default | plain | default/plain |" in text and "| decode | default | plain |" in text
     (report,) = json.loads(out.read_text())
-    assert report["model"] == "taef2-q3" and report["options"]["plain"]["entropy"] == "zstd"
+    assert report["model"] == "taef2-q4" and report["options"]["plain"]["entropy"] == "zstd"
     default_entropy = latentcodec.EncodeOptions().entropy.label
     assert report["streams"]["default"]["entropy"] == {default_entropy: 2}
     assert report["streams"]["plain"]["upscaled"] == 2
@@ -162,7 +162,9 @@ def test_cli_throughput_times_the_default_and_the_plain_path_by_stage(tmp_path, 
         for name in ("encoder network", "entropy coding", "pack", "decoder network", "upscaler", "conversion"):
             assert rows.get(name, {"calls": 1})["calls"] > 0
     default_encode = next(r for r in report["runs"] if (r["path"], r["direction"]) == ("default", "encode"))
-    assert default_encode["stages"]["strength search / decoder network"]["calls"] > 0
+    # taef2-q4 names no denoiser by default: no strength search on the default path
+    assert default_encode["stages"].get("strength search / decoder network", {"calls": 0})["calls"] == 0
+    assert report["streams"]["default"]["denoised"] == 0
 
 
 def test_cli_throughput_refuses_flags_of_the_other_part(tmp_path):

@@ -1,4 +1,5 @@
-"""The learned upscaler of downscaled streams (taef2-q2): bicubic plus a residual, trained on the codec's decodes."""
+"""The learned upscalers of downscaled streams (taef2-q2's, taef2-q4's): bicubic plus a residual, trained on the
+codec's decodes."""
 
 import numpy as np
 import torch
@@ -8,7 +9,8 @@ import latentcodec
 from latentcodec.bench.decoder_gain import as_model
 from latentcodec.engine.images import psnr
 from latentcodec.engine.models import load_model, registry
-from latentcodec.engine.models.upscaler import Upscaler, bicubic
+from latentcodec.engine.models.loaders import _metadata, _resizer
+from latentcodec.engine.models.upscaler import RATE_LADDER, Upscaler, bicubic
 from latentcodec.engine.models.weights import file_sha256
 
 
@@ -33,6 +35,16 @@ def test_an_untrained_upscaler_is_bicubic_and_a_batch_is_its_rows():
 def test_the_bundled_upscaler_ships_in_the_package_and_is_pinned():
     assert file_sha256(registry.TAEF2Q2_UPSCALER) == registry.TAEF2Q2_UPSCALER_SHA256
     assert registry.TAEF2Q2_UPSCALER.stat().st_size < 1 << 20
+
+
+def test_taef2_q4_offers_the_ladder_and_tells_its_upscaler_the_noise_level():
+    assert file_sha256(registry.TAEF2Q4_UPSCALER) == registry.TAEF2Q4_UPSCALER_SHA256
+    model, q3 = load_model("taef2-q4"), load_model("taef2-q3")
+    assert model.rate_scales == RATE_LADDER and q3.rate_scales == (1.0, 0.71, 0.5, 0.35)
+    assert model.upscaler.told_level and not q3.upscaler.told_level
+    small = torch.rand(1, 3, 24, 32)
+    quiet, noisy = (model.upscale(small, (96, 128), level) for level in (0.1, 0.6))
+    assert (quiet - noisy).abs().max() > 1e-3  # the level changes the residual
 
 
 def test_downscaled_streams_are_resized_by_the_learned_upscaler():
@@ -62,6 +74,13 @@ def test_a_seconds_long_training_run(tmp_path):
     options = ["--limit", "2", "--steps", "3", "--batch", "2", "--crop", "128", "--max-side", "256"]
     main([str(output), *options, "--holdout", "1", "--folders", str(SHARED / "data" / "photos")])
     assert output.is_file() and output.with_suffix(".checkpoint.pt").is_file()
+    built = _resizer(_metadata(output))  # what the engine builds from the file: the scales it learned, told the level
+    assert built.scales == RATE_LADDER and built.told_level
+    q2_like = tmp_path / "q2_like.safetensors"
+    q2_options = ["--source-model", "taef2", "--no-channel-steps", "--no-told-level", "--scales", "0.71", "0.5"]
+    main([str(q2_like), *options, *q2_options, "--folders", str(SHARED / "data" / "photos")])
+    built = _resizer(_metadata(q2_like))
+    assert built.scales == (1.0, 0.71, 0.5) and not built.told_level and built.body[0].in_channels == 13
 
 
 def test_a_half_precision_upscale_that_overflows_runs_again_in_float32(monkeypatch):

@@ -4,6 +4,7 @@ checkpoints."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -20,13 +21,17 @@ CHANNEL_STEPS = False
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, defaults: Any, skip: tuple[str, ...] = ()) -> None:
-    """A ``--flag`` per field of the config dataclass instance ``defaults`` (``--limit``, ``--cache`` included)."""
+    """A ``--flag`` per field of the config dataclass instance ``defaults`` (``--limit``, ``--cache`` included; fields
+    typed ``tuple[float, ...]`` take several numbers)."""
+    types = {field.name: str(field.type) for field in dataclasses.fields(defaults)}
     for name, value in vars(defaults).items():
         flag = f"--{name.replace('_', '-')}"
         if name in skip:
             continue
         if isinstance(value, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
+        elif types[name].startswith("tuple[float"):
+            parser.add_argument(flag, type=float, nargs="+", default=value)
         elif value is not None and not isinstance(value, tuple):
             parser.add_argument(flag, type=type(value), default=value)
     parser.add_argument("--limit", type=int, default=None, help="images per folder (quick runs)")
@@ -106,7 +111,7 @@ def training_main(argv: list[str] | None, prog: str, doc: str | None, config_typ
     parser.add_argument("--log", type=Path, help="append the log here too")
     args = vars(parser.parse_args(argv))
     log = printer(args.pop("log"))
-    args["folders"] = tuple(args["folders"])
+    args = {key: tuple(value) if isinstance(value, list) else value for key, value in args.items()}
     train(config_type(**args), log)
 
 

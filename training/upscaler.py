@@ -1,11 +1,13 @@
-"""Training the resizers of the downscaled operating points: ``taef2-q2``'s upscaler and ``taef2-q3``'s synthesis
-stage (``--kind synthesis``: :class:`~latentcodec.engine.models.synthesis.Synthesizer`).
+"""Training the resizers of the downscaled operating points: the upscaler (``taef2-q4``'s; ``taef2-q2``'s with
+``--source-model taef2 --no-channel-steps --no-told-level --scales 0.71 0.5 0.35 --min-step 0.35 --max-step 1.4
+--steps-per-image 2 --steps 4000``) and a synthesis stage
+(``--kind synthesis``: :class:`~latentcodec.engine.models.synthesis.Synthesizer`, not shipped).
 
 Images: ``../shared/data/photos`` (natural photos, first) and ``../shared/data/train`` (aerial, greyscale); never
 Kodak. Each image is downscaled as the encoder downscales (the rate-control scales), encoded, its latents
-quantized by the uniform coder (``Coder.simulate``) at steps drawn log-uniformly from the range rate control picks
-at those scales, and decoded (the upscaler: by TAEF2's decoder; the synthesis stage: by ``taef2-q2``'s switched
-decoder, told the noise level, as the codec decodes): the small pictures the codec resizes. Each training step
+quantized by the uniform coder (``Coder.simulate``; steps per channel unless ``--no-channel-steps``) at steps drawn
+log-uniformly from the range rate control picks at those scales, and decoded by the ``source_model`` as the codec
+decodes (a switched model's decoders told the noise level): the small pictures the codec resizes. Each training step
 resizes random crops of them to the original's size and scores them against the original: L1 + MS-SSIM + L1 of
 image gradients (the decoder's loss, :func:`latentcodec.training.decoder.loss_terms`), and for the synthesis stage
 a texture term: the L1 between the local high-frequency energy of the output and the original's, which a blur
@@ -29,17 +31,15 @@ import torch.nn.functional as F
 from latentcodec.bench.metrics import psnr, ssimulacra2
 from latentcodec.engine.coders import simulate
 from latentcodec.engine.images import downscaled, image_files, pad_to_multiple
-from latentcodec.engine.models import load_model, registry
-from latentcodec.engine.models.loaders import load_tiny_switched
+from latentcodec.engine.models import load_model
 from latentcodec.engine.models.synthesis import Synthesizer
-from latentcodec.engine.models.upscaler import Upscaler, bicubic
+from latentcodec.engine.models.upscaler import RATE_LADDER, Upscaler, bicubic
 from latentcodec.training.common import cached, fit, save_fp16, training_main
 from latentcodec.training.decoder import SHARED, load_image, loss_terms
 
 UPSCALER_LAYOUT = {"width": 48, "depth": 4}  # the engine builds the shipped upscaler with these
 SYNTHESIS_WIDTHS = (48, 96, 192)  # and the shipped synthesis stage with these
-SCALES = {"upscaler": (0.71, 0.5, 0.35), "synthesis": (0.71, 0.5, 0.35, 0.25)}  # the scales each kind learns
-CHANNEL_STEPS = {"upscaler": False, "synthesis": True}  # whether it learns streams with steps per channel
+SCALES = {"upscaler": RATE_LADDER[1:], "synthesis": (0.71, 0.5, 0.35, 0.25)}  # the scales each kind learns
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,16 @@ class UpscalerConfig:
     output: Path
     folders: tuple[Path, ...] = (SHARED / "photos", SHARED / "train")
     kind: str = "upscaler"  # or "synthesis"
+    source_model: str = "taef2-q3"  # the model whose decodes it resizes
+    channel_steps: bool = True  # whether its streams have steps per channel
+    told_level: bool = True  # the upscaler: whether it reads the noise level (taef2-q2's does not)
     steps: int = 3000
     batch: int = 8
     crop: int = 128  # output pixels per side
     lr: float = 1e-3
-    min_step: float = 0.35
-    max_step: float = 1.4
-    steps_per_image: int = 2  # quantization steps drawn per image and scale
+    min_step: float = 0.4
+    max_step: float = 2.0
+    steps_per_image: int = 1  # quantization steps drawn per image and scale
     scales: tuple[float, ...] | None = None  # None: the kind's (SCALES)
     ssim_weight: float = 0.4
     edge_weight: float = 0.5
@@ -91,26 +94,17 @@ def decoded_small(
     return decoded[0, :, : rgb.shape[1], : rgb.shape[2]].clamp(0, 1), float(quantized.noise[0])
 
 
-def resizer(kind: str) -> Upscaler:
-    """An untrained resizer of ``kind`` in the shipped layout."""
-    return Synthesizer(SYNTHESIS_WIDTHS) if kind == "synthesis" else Upscaler(**UPSCALER_LAYOUT)
+def upscaler_layout(config: UpscalerConfig) -> dict:
+    return {**UPSCALER_LAYOUT, "told_level": config.told_level}
 
 
-def source_model(kind: str):
-    """The model whose decodes ``kind`` resizes: TAEF2 for the upscaler; for the synthesis stage, taef2-q3's
-    switched decoders (taef2-q3 itself needs the synthesis stage's weights)."""
-    if kind != "synthesis":
-        return load_model("taef2")
-    decoder, resizer = (
-        (registry.TAEF2Q_DECODER, registry.TAEF2Q_DECODER_SHA256),
-        (registry.TAEF2Q2_UPSCALER, registry.TAEF2Q2_UPSCALER_SHA256),
-    )
-    spec = registry.get_spec("taef2-q3")
-    return load_tiny_switched(spec, registry.TAEF2_FILES, decoder, resizer, registry.TAEF2Q3_THRESHOLD).eval()
+def resizer(config: UpscalerConfig) -> Upscaler:
+    """An untrained resizer of ``config.kind`` in the shipped layout."""
+    return Synthesizer(SYNTHESIS_WIDTHS) if config.kind == "synthesis" else Upscaler(**upscaler_layout(config))
 
 
 def make_samples(paths: list[Path], config: UpscalerConfig, generator: torch.Generator, log=print):
-    model = source_model(config.kind)
+    model = load_model(config.source_model)
     groups = []
     span = math.log(config.max_step / config.min_step)
     for n, path in enumerate(paths):
@@ -119,7 +113,7 @@ def make_samples(paths: list[Path], config: UpscalerConfig, generator: torch.Gen
         for scale in config.scales or SCALES[config.kind]:
             for _ in range(config.steps_per_image):
                 step = config.min_step * math.exp(span * float(torch.rand((), generator=generator)))
-                small, level = decoded_small(model, image, scale, step, CHANNEL_STEPS[config.kind])
+                small, level = decoded_small(model, image, scale, step, config.channel_steps)
                 ratio = math.sqrt(image.shape[1] * image.shape[2] / (small.shape[-2] * small.shape[-1]))
                 group.append(Sample(bicubic(small[None], tuple(image.shape[1:]))[0].half(), image, ratio, level))
         groups.append(group)
@@ -178,20 +172,24 @@ def train(config: UpscalerConfig, log=print) -> Upscaler:
     paths = photos[: len(photos) - held] + [p for group in others for p in group]
     started = time.perf_counter()
     recipe = {"paths": [str(p) for p in paths], "config": {k: str(v) for k, v in vars(config).items()}}
-    kept = ("kind", "scales", "min_step", "max_step", "steps_per_image", "seed")
+    kept = ("source_model", "channel_steps", "scales", "min_step", "max_step", "steps_per_image", "seed")
     recipe["config"] = {k: recipe["config"][k] for k in kept}
     groups = cached(config.cache, recipe, lambda: make_samples(paths, config, generator, log), Sample)
     samples = [s for group in groups for s in group]
     log(f"{len(samples)} samples from {len(paths)} images in {time.perf_counter() - started:.0f} s")
 
-    model = resizer(config.kind).train()
+    model = resizer(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
     warmup = max(0.05, 2 / config.steps)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.steps, pct_start=warmup)
     parts = {"model": model, "optimizer": optimizer, "schedule": schedule}
     losses = lambda: batch_loss(model, *draw_batch(samples, generator, config), config)  # noqa: E731
     fit(parts, losses, generator, config, log, 50, started)
-    layout = {"kind": "synthesis", "widths": SYNTHESIS_WIDTHS} if config.kind == "synthesis" else UPSCALER_LAYOUT
+    offered = {"scales": (1.0, *(config.scales or SCALES[config.kind]))}  # rate control's (1: no resize)
+    layout = (
+        {"kind": "synthesis", "widths": SYNTHESIS_WIDTHS} if config.kind == "synthesis" else upscaler_layout(config)
+    )
+    layout = {**layout, **offered}
     save_fp16(model, config.output, {"steps": str(config.steps), "seed": str(config.seed), **layout})
     if held:
         for line in validate(model, photos[len(photos) - held :], config):
@@ -202,14 +200,14 @@ def train(config: UpscalerConfig, log=print) -> Upscaler:
 @torch.no_grad()
 def validate(model: Upscaler, paths: list[Path], config: UpscalerConfig) -> list[str]:
     """Mean PSNR and SSIMULACRA2 of whole held-out photos, bicubic against the upscaler, per scale and step."""
-    base = source_model(config.kind)
+    base = load_model(config.source_model)
     lines = []
     images = [_load(p, config.max_side) for p in paths]
-    for scale in (0.5, 0.35):
-        for step in (0.5, 1.0):
+    for scale in (0.71, 0.5, 0.35, 0.25):
+        for step in (0.6, 1.2):
             scores = []
             for image in images:
-                small, level = decoded_small(base, image, scale, step, CHANNEL_STEPS[config.kind])
+                small, level = decoded_small(base, image, scale, step, config.channel_steps)
                 reference, size = image.permute(1, 2, 0).numpy(), tuple(image.shape[1:])
                 row = []
                 for out in (bicubic(small[None], size), model(small[None], size, level)):

@@ -3,8 +3,6 @@ stream's step times a table of weights per channel (:mod:`~latentcodec.engine.co
 
 from __future__ import annotations
 
-import struct
-
 import numpy as np
 import torch
 
@@ -12,12 +10,9 @@ from latentcodec.engine.coders.base import FLOAT32, CodedBatch, Coder, LatentSha
 from latentcodec.engine.coders.planes import as_bytes, rms_error, to_device
 from latentcodec.engine.coders.step_weights import TABLES, channel_steps, table_for
 from latentcodec.engine.errors import CorruptStreamError
-from latentcodec.engine.format import MAX_STEP, MIN_STEP, CodingMode
+from latentcodec.engine.format import MAX_STEP, MIN_STEP, UNIFORM_WEIGHTED, CodingMode, uniform_params
 from latentcodec.engine.stage_timer import staged
 from latentcodec.kernels import ops as kernels
-
-_PARAMS = struct.Struct("<fB")  # step (float32), symbol width in bytes
-_WEIGHTED = struct.Struct("<fBB")  # step, step table id (never 0), symbol width
 
 
 @register_coder
@@ -54,13 +49,10 @@ class UniformCoder(Coder):
     @staticmethod
     def _parse(params: bytes) -> tuple[float, int, int]:
         """(step, step table, symbol width) of one stream."""
-        if len(params) == _PARAMS.size:
-            (step, width), table = _PARAMS.unpack(params), 0
-        elif len(params) == _WEIGHTED.size:
-            step, table, width = _WEIGHTED.unpack(params)
-        else:
+        if (parsed := uniform_params(params)) is None:
             raise CorruptStreamError("bad uniform parameters")
-        bad_table = len(params) == _WEIGHTED.size and table not in TABLES
+        step, table, width = parsed
+        bad_table = len(params) == UNIFORM_WEIGHTED.size and table not in TABLES
         if not (np.isfinite(step) and MIN_STEP <= step <= MAX_STEP) or width not in (1, 2) or bad_table:
             raise CorruptStreamError(f"bad uniform parameters: step {step}, table {table}, symbol width {width}")
         return step, table, width

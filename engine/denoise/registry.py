@@ -66,7 +66,12 @@ DENOISERS: Registry[DenoiserSpec, LoadedDenoiser] = Registry(
     {
         "latent-denoiser": DenoiserSpec(
             "latent-denoiser",
-            ("taef2", "taef2-q2", "taef2-q3"),  # before the decoder; the switched models then decode with TAEF2's
+            (
+                "taef2",
+                "taef2-q2",
+                "taef2-q3",
+                "taef2-q4",
+            ),  # before the decoder; the switched models then decode with TAEF2's
             _load_latent_denoiser,
             source_env="LATENTCODEC_LATENT_DENOISER",
             description="The project's 0.9M-parameter U-Net (plain torch), trained on TAEF2 latents"
@@ -82,8 +87,9 @@ DENOISERS: Registry[DenoiserSpec, LoadedDenoiser] = Registry(
         ),
     },
 )
-# model id -> the denoiser its streams name by default
-DEFAULT_DENOISERS = {"taef2": "latent-denoiser", "taef2-q2": "latent-denoiser", "taef2-q3": "latent-denoiser"}
+# model id -> the denoiser its streams name by default (none for taef2-q4: the latent denoiser learned one step's
+# noise, and on its streams, steps per channel, it lost on held-out photos: README, "Rate control")
+DEFAULT_DENOISERS = {model: "latent-denoiser" for model in ("taef2", "taef2-q2", "taef2-q3")}
 
 
 def available_denoisers() -> list[str]:

@@ -71,7 +71,8 @@ def _resizer(layout: dict[str, str]) -> Upscaler:
     if layout.get("kind") == "synthesis":
         widths = tuple(int(w) for w in re.findall(r"\d+", layout["widths"]))
         return Synthesizer(widths)  # type: ignore[arg-type]
-    return Upscaler(int(layout["width"]), int(layout["depth"]))
+    scales = tuple(float(s) for s in re.findall(r"[\d.]+", layout["scales"])) if "scales" in layout else None
+    return Upscaler(int(layout["width"]), int(layout["depth"]), scales, layout.get("told_level") == "True")
 
 
 def _metadata(path: Path) -> dict[str, str]:

@@ -44,6 +44,10 @@ TAEF2Q2_UPSCALER_SHA256 = "b25a656ed0aa4eded79903e81747b1b28ad26d216d9f085e0c7d1
 # taef2-q3: taef2-q2's decoders and upscaler, switched at the level where the tuned decoder starts to win on
 # streams with steps per channel (held-out photos; README, "Steps per channel")
 TAEF2Q3_THRESHOLD = 0.7
+# made by training/upscaler.py (`latentcodec-lab train-upscaler`, its defaults): resizes taef2-q3's streams (steps per
+# channel) from any scale of rate control's finer ladder, told the noise level; taef2-q4 = taef2-q3 + this upscaler
+TAEF2Q4_UPSCALER = Path(__file__).with_name("bundled") / "upscaler_taef2q4.safetensors"
+TAEF2Q4_UPSCALER_SHA256 = "0aad02a1ac73261804d04a9b8b254aeb85d824fe3295231836dce1827acc10f2"
 
 Loader = Callable[[ModelSpec, str | None], LatentAutoencoder]  # (spec, source override) -> model
 
@@ -102,6 +106,16 @@ MODELS: Registry[RegisteredModel, LatentAutoencoder] = Registry(
                 TAEF2_FILES,
                 (TAEF2Q_DECODER, TAEF2Q_DECODER_SHA256),
                 (TAEF2Q2_UPSCALER, TAEF2Q2_UPSCALER_SHA256),
+                TAEF2Q3_THRESHOLD,
+            ),
+        ),
+        "taef2-q4": RegisteredModel(
+            _flux2("taef2-q4", "taef2-q3 with an upscaler for its streams from rate control's finer scales", True),
+            lambda spec, _source: load_tiny_switched(
+                spec,
+                TAEF2_FILES,
+                (TAEF2Q_DECODER, TAEF2Q_DECODER_SHA256),
+                (TAEF2Q4_UPSCALER, TAEF2Q4_UPSCALER_SHA256),
                 TAEF2Q3_THRESHOLD,
             ),
         ),

@@ -18,6 +18,9 @@ from torch import nn
 from latentcodec.engine.models.bicubic import Grid, Span, bicubic_block, reads
 
 Level = float | torch.Tensor | None  # a stream's noise level: one for the batch, or ``[B]``
+# rate control's finer candidate scales (the best scale sits where the step that fits is near 1, and the score
+# falls fast on either side: README, "Rate control"); resizers that learned them offer them all
+RATE_LADDER = (1.0, 0.85, 0.71, 0.6, 0.5, 0.42, 0.35, 0.3, 0.25)
 
 
 def bicubic(small: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -32,9 +35,14 @@ class Upscaler(nn.Module):
     told_level = False  # whether the residual reads the stream's noise level
     scales = (1.0, 0.71, 0.5, 0.35)  # the scales rate control tries for models that resize with it (or bicubic)
 
-    def __init__(self, width: int = 48, depth: int = 4) -> None:
+    def __init__(
+        self, width: int = 48, depth: int = 4, scales: tuple[float, ...] | None = None, told_level: bool = False
+    ) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(13, width, 3, padding=1), nn.ReLU()]
+        if scales is not None:
+            self.scales = scales  # what it learned (the class's: taef2-q2's upscaler)
+        self.told_level = told_level
+        layers: list[nn.Module] = [nn.Conv2d(13 + told_level, width, 3, padding=1), nn.ReLU()]
         for _ in range(depth):
             layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
         layers.append(nn.Conv2d(width, 12, 3, padding=1))
