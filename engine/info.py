@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass
 
@@ -88,7 +89,7 @@ def info(data: StreamInput) -> StreamInfo:
         denoiser=h.denoiser.denoiser_id if h.denoiser else None,
         noise_level=h.denoiser.noise_level if h.denoiser else None,
         decoder_noise_level=h.noise_level,
-        step=uniform[0] if uniform else None,
+        step=uniform[0] if uniform and math.isfinite(uniform[0]) else None,  # a hostile stream's NaN: none
         step_table=uniform[1] if uniform else None,
         params_bytes=len(stream.params),
         latent_bytes=len(stream.latents),

@@ -119,8 +119,8 @@ class EncodeOptions:
         default="peak",
         metadata=_meta(
             str,
-            "how target_bpp searches the scales: peak (from the one whose step is near 1, to the better side), climb"
-            " (up from the smallest; streams of versions before peak) or every (the streams before climb)",
+            "how target_bpp (target_psnr) searches the scales: peak (from the one whose step is near 1 (the smallest)"
+            " to the better side), climb (up from the smallest; streams before peak) or every (streams before climb)",
             choices=("peak", "climb", "every"),
         ),
     )

@@ -10,7 +10,8 @@ whose step is nearest ``PEAK_STEP`` (sizing the scales from the smallest up to i
 better neighbour while the score improves; ``"climb"`` starts at the smallest scale and moves up the same way (the
 score of the scale is assumed to rise, then fall); ``"every"`` tries them all.
 Quality: per scale, bisection finds the coarsest step whose decoded PSNR reaches the target (each try decodes);
-the smallest such stream over the scales wins; the kept stream's denoiser strength is then chosen once.
+the smallest such stream over the scales wins (under ``"peak"`` from the smallest scale up, stopping where the
+stream grows again); the kept stream's denoiser strength is then chosen once.
 How the constants were chosen, and on which images, is in the README.
 """
 
@@ -192,10 +193,14 @@ def to_quality(
     coding_at: Callable[[float], Coding], decoder: Decoder, prepared: PreparedImage, plan: EncodePlan
 ) -> bytes:
     """The smallest stream whose decoded PSNR reaches ``target_psnr``, over the candidate scales (the best-PSNR
-    stream tried when none does)."""
+    stream tried when none does). Under ``rate_search="peak"`` the scales are tried from the smallest and the
+    search stops at the first that reaches the target with a larger stream than the best so far (the size the
+    target needs falls, then rises, with the scale); otherwise every scale, in the plan's order."""
     reference = to_array(prepared.rgb)
-    reached, tried, finals = [], [], {}
-    for coding in map(coding_at, plan.scales):
+    reached: list[bytes] = []
+    tried, finals = [], {}
+    climb = plan.options.rate_search == "peak"
+    for coding in map(coding_at, sorted(plan.scales) if climb else plan.scales):
 
         @cache
         def quality(step: float, coding=coding) -> float:
@@ -205,7 +210,10 @@ def to_quality(
 
         step = coarsest_step_reaching(quality, plan.options.target_psnr)
         if step is not None:
-            reached.append(coding.stream(step))  # tried at that step: its final is recorded
+            stream = coding.stream(step)  # tried at that step: its final is recorded
+            if climb and reached and len(stream) > min(map(len, reached)):
+                break
+            reached.append(stream)
     best = min(reached, key=len) if reached else max(tried, key=lambda c: c.score).data
     return finals[best]()
 

@@ -137,6 +137,29 @@ def test_more_bits_give_a_better_picture(codec, photo):
     assert scores[1] > scores[0] + 1
 
 
+@pytest.mark.parametrize("rate_search", ["peak", "every"])
+def test_the_quality_search_climbs_the_scales_until_the_stream_grows(monkeypatch, rate_search):
+    sizes = dict(zip(RATE_LADDER, (99, 95, 90, 75, 70, 60, 80, 90, 10), strict=True))  # at the step reaching 30 dB
+    opened = []
+    monkeypatch.setattr(search, "_candidate", lambda _d, data, *_: Candidate(data, float(data.split(b"/")[1])))
+
+    def coding_at(scale):  # 40 dB at step 1, 10 dB less per doubling; scale 0.25 reaches nothing
+        opened.append(scale)
+        psnr = lambda step: 0.0 if scale == 0.25 else 40 - 10 * math.log2(step)  # noqa: E731
+        stream = lambda step: f"{scale:.2f}/{psnr(step)}/".encode() + b"x" * round(sizes[scale] * 2 / step)  # noqa: E731
+        return search.Coding(stream=stream, size=len, final=stream)
+
+    class Plan:
+        options = latentcodec.EncodeOptions(target_psnr=30.0, rate_search=rate_search)
+        choose_strength = False
+        scales = RATE_LADDER
+
+    prepared = type("Prepared", (), {"rgb": __import__("torch").zeros(3, 10, 10)})()
+    chosen = search.to_quality(coding_at, None, prepared, Plan())
+    assert chosen.startswith(b"0.42/")
+    assert opened == ([0.25, 0.3, 0.35, 0.42, 0.5] if rate_search == "peak" else list(RATE_LADDER))
+
+
 def test_quality_search_finds_the_coarsest_step_that_reaches():
     quality_of = lambda step: 40 - 10 * math.log2(step)  # noqa: E731  # 40 dB at step 1, 30 at step 2
     step = search.coarsest_step_reaching(quality_of, 30.0)

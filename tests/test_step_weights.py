@@ -63,6 +63,13 @@ def test_the_codec_uses_the_table_where_it_was_measured_and_not_under_refinement
     described = latentcodec.info(weighted_stream), latentcodec.info(refined_stream)  # info() names step and table
     assert [(d.step, d.step_table) for d in described] == [(1.25, step_weights.table_for(32)), (1.25, 0)]
     assert latentcodec.info(codec.encode(image, mode="scalar8")).step is None
+    stream = bitstream.unpack(weighted_stream)  # hostile parameters: info() reports no step, decode refuses them
+    hostile = bitstream.pack(
+        bitstream.Stream(stream.header, np.float32("nan").tobytes() + bytes([1, 1]), stream.latents)
+    )
+    assert latentcodec.info(hostile).step is None
+    with pytest.raises(CorruptStreamError):
+        codec.decode(hostile)
     latent = latentcodec.encode_latents(torch.randn(32, 4, 4), step=1.0)  # latent streams: one step (target_rmse)
     assert len(bitstream.unpack(latent).params) == 5
 

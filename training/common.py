@@ -20,6 +20,13 @@ S = TypeVar("S")
 CHANNEL_STEPS = False
 
 
+class _AsTuple(argparse.Action):
+    """Stores the values of a ``nargs="+"`` option as a tuple (config dataclasses hash and compare them)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, tuple(values))
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, defaults: Any, skip: tuple[str, ...] = ()) -> None:
     """A ``--flag`` per field of the config dataclass instance ``defaults`` (``--limit``, ``--cache`` included; fields
     typed ``tuple[float, ...]`` take several numbers)."""
@@ -31,7 +38,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: Any, skip: t
         if isinstance(value, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
         elif types[name].startswith("tuple[float"):
-            parser.add_argument(flag, type=float, nargs="+", default=value)
+            parser.add_argument(flag, type=float, nargs="+", default=value, action=_AsTuple)
         elif value is not None and not isinstance(value, tuple):
             parser.add_argument(flag, type=type(value), default=value)
     parser.add_argument("--limit", type=int, default=None, help="images per folder (quick runs)")
@@ -111,7 +118,7 @@ def training_main(argv: list[str] | None, prog: str, doc: str | None, config_typ
     parser.add_argument("--log", type=Path, help="append the log here too")
     args = vars(parser.parse_args(argv))
     log = printer(args.pop("log"))
-    args = {key: tuple(value) if isinstance(value, list) else value for key, value in args.items()}
+    args["folders"] = tuple(args["folders"])
     train(config_type(**args), log)
 
 

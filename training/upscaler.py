@@ -94,8 +94,15 @@ def decoded_small(
     return decoded[0, :, : rgb.shape[1], : rgb.shape[2]].clamp(0, 1), float(quantized.noise[0])
 
 
+def learned(config: UpscalerConfig) -> tuple[float, ...]:
+    """The scales a run learns: ``config.scales`` or its kind's."""
+    return tuple(config.scales or SCALES[config.kind])
+
+
 def upscaler_layout(config: UpscalerConfig) -> dict:
-    return {**UPSCALER_LAYOUT, "told_level": config.told_level}
+    """What the upscaler's file records: its layout, and the scales rate control may offer (1: no resize)."""
+    offered = tuple(sorted({1.0, *learned(config)}, reverse=True))
+    return {**UPSCALER_LAYOUT, "told_level": config.told_level, "scales": offered}
 
 
 def resizer(config: UpscalerConfig) -> Upscaler:
@@ -110,7 +117,7 @@ def make_samples(paths: list[Path], config: UpscalerConfig, generator: torch.Gen
     for n, path in enumerate(paths):
         image = _load(path, config.max_side)
         group = []
-        for scale in config.scales or SCALES[config.kind]:
+        for scale in learned(config):
             for _ in range(config.steps_per_image):
                 step = config.min_step * math.exp(span * float(torch.rand((), generator=generator)))
                 small, level = decoded_small(model, image, scale, step, config.channel_steps)
@@ -172,8 +179,8 @@ def train(config: UpscalerConfig, log=print) -> Upscaler:
     paths = photos[: len(photos) - held] + [p for group in others for p in group]
     started = time.perf_counter()
     recipe = {"paths": [str(p) for p in paths], "config": {k: str(v) for k, v in vars(config).items()}}
-    kept = ("source_model", "channel_steps", "scales", "min_step", "max_step", "steps_per_image", "seed")
-    recipe["config"] = {k: recipe["config"][k] for k in kept}
+    kept = ("source_model", "channel_steps", "min_step", "max_step", "steps_per_image", "seed")
+    recipe["config"] = {k: recipe["config"][k] for k in kept} | {"scales": str(learned(config))}
     groups = cached(config.cache, recipe, lambda: make_samples(paths, config, generator, log), Sample)
     samples = [s for group in groups for s in group]
     log(f"{len(samples)} samples from {len(paths)} images in {time.perf_counter() - started:.0f} s")
@@ -185,11 +192,9 @@ def train(config: UpscalerConfig, log=print) -> Upscaler:
     parts = {"model": model, "optimizer": optimizer, "schedule": schedule}
     losses = lambda: batch_loss(model, *draw_batch(samples, generator, config), config)  # noqa: E731
     fit(parts, losses, generator, config, log, 50, started)
-    offered = {"scales": (1.0, *(config.scales or SCALES[config.kind]))}  # rate control's (1: no resize)
     layout = (
         {"kind": "synthesis", "widths": SYNTHESIS_WIDTHS} if config.kind == "synthesis" else upscaler_layout(config)
     )
-    layout = {**layout, **offered}
     save_fp16(model, config.output, {"steps": str(config.steps), "seed": str(config.seed), **layout})
     if held:
         for line in validate(model, photos[len(photos) - held :], config):
