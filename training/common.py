@@ -15,9 +15,6 @@ from typing import Any, TypeVar
 import torch
 
 S = TypeVar("S")
-# the shipped decoder and denoiser (training/decoder.py, training/denoiser.py) were trained on one step for all
-# channels; True would train them for the steps per channel the codec writes by default (README, "Steps per channel")
-CHANNEL_STEPS = False
 
 
 class _AsTuple(argparse.Action):

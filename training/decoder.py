@@ -28,7 +28,7 @@ from latentcodec.engine.coders import simulate
 from latentcodec.engine.images import image_files, pad_to_multiple, psnr, to_array
 from latentcodec.engine.models import load_model
 from latentcodec.engine.models.conditioned_decoder import ConditionedTinyDecoder
-from latentcodec.training.common import CHANNEL_STEPS, cached, fit, save_fp16, training_main
+from latentcodec.training.common import cached, fit, save_fp16, training_main
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -52,6 +52,7 @@ class TrainConfig:
     edge_weight: float = 0.5
     holdout: int = 4  # photos (last by name) kept out of training, scored at the end
     seed: int = 0
+    channel_steps: bool = False  # the shipped weights learned one step for all channels (README, "Steps per channel")
     limit: int | None = None  # images per folder (tests)
     max_side: int = 1024  # images are shrunk to this longest side before encoding (memory and time)
     checkpoint_every: int = 100
@@ -112,7 +113,7 @@ def quantize(window: torch.Tensor, kind: str, generator: torch.Generator, config
         knobs = {"palette_size": 2 ** (3 + int(u * 6))}  # 8..256
     else:
         knobs = {}
-    quantized, sigma = simulate(window[None], mode=kind, channel_steps=CHANNEL_STEPS, **knobs)
+    quantized, sigma = simulate(window[None], mode=kind, channel_steps=config.channel_steps, **knobs)
     return quantized[0], sigma[0]
 
 
@@ -237,7 +238,7 @@ def validate(model: ConditionedTinyDecoder, paths: list[Path], config: TrainConf
             rgb = _scaled(image, scale)
             latents = base.encode(pad_to_multiple(rgb[None].float() / 255, 8))
             knobs = {"step" if kind == "uniform" else "palette_size": knob}
-            quantized, sigma = simulate(latents, mode=kind, channel_steps=CHANNEL_STEPS, **knobs)
+            quantized, sigma = simulate(latents, mode=kind, channel_steps=config.channel_steps, **knobs)
             decodes = (base.decode(quantized), model(quantized, sigma))
             row = []
             for decoded in decodes:

@@ -33,7 +33,7 @@ from latentcodec.engine.images import image_files, psnr, to_array
 from latentcodec.engine.models import LatentAutoencoder, load_model
 from latentcodec.engine.strength_search import STRENGTHS
 from latentcodec.kernels import ops as kernels
-from latentcodec.training.common import CHANNEL_STEPS, add_config_arguments, cached
+from latentcodec.training.common import add_config_arguments, cached
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class TrainConfig:
     augment: bool = True  # also train on each image mirrored and at half size
     holdout: int = 4  # images (last by name) kept out of training to report a validation gain
     seed: int = 1  # the pinned network's (README, "Latent denoiser")
+    channel_steps: bool = False  # the shipped weights learned one step for all channels (README, "Steps per channel")
     limit: int | None = None  # use at most this many images (tests)
     cache: Path | None = None  # keep the encoded training latents here between runs
 
@@ -134,8 +135,10 @@ def quantize(
     for i in range(0, latents.shape[0], 2):
         u = float(torch.rand((), generator=generator))
         step = math.exp(math.log(config.min_step) + u * math.log(config.max_step / config.min_step))
-        out[i] = simulate(latents[i : i + 1], mode="uniform", step=step, channel_steps=CHANNEL_STEPS).latents[0]
-        sigma[i] = simulate(picks[i].latents[None], mode="uniform", step=step, channel_steps=CHANNEL_STEPS).noise[0]
+        out[i] = simulate(latents[i : i + 1], mode="uniform", step=step, channel_steps=config.channel_steps).latents[0]
+        sigma[i] = simulate(
+            picks[i].latents[None], mode="uniform", step=step, channel_steps=config.channel_steps
+        ).noise[0]
     rows = latents[1::2]
     if len(rows):
         rung = int(torch.randint(len(picks[1].palettes), (), generator=generator))
@@ -265,7 +268,7 @@ def validate(
             continue
         rows = []
         for sample in samples:
-            quantized, sigma = simulate(sample.latents[None], channel_steps=CHANNEL_STEPS, **options)
+            quantized, sigma = simulate(sample.latents[None], channel_steps=config.channel_steps, **options)
             decodes = [quantized] + [denoiser(quantized, s * sigma, int(mode)) for s in (1.0, *STRENGTHS)]
             reference = to_array(sample.image)
             psnrs = [psnr(reference, to_array(model.decode(z)[0])) for z in decodes]

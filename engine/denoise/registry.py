@@ -61,17 +61,15 @@ def _load_latent_denoiser(source: str | None) -> Denoiser:
     return latent_denoiser.load(weights.resolve(LATENT_DENOISER_TAEF2), LATENT_DENOISER_TAEF2.sha256)[0]
 
 
+# the models of TAEF2's latent space: the latent denoiser runs before their decoder (the switched models then
+# decode with TAEF2's)
+TAEF2_MODELS = ("taef2", "taef2-q2", "taef2-q3", "taef2-q4")
 DENOISERS: Registry[DenoiserSpec, LoadedDenoiser] = Registry(
     "denoiser",
     {
         "latent-denoiser": DenoiserSpec(
             "latent-denoiser",
-            (
-                "taef2",
-                "taef2-q2",
-                "taef2-q3",
-                "taef2-q4",
-            ),  # before the decoder; the switched models then decode with TAEF2's
+            TAEF2_MODELS,
             _load_latent_denoiser,
             source_env="LATENTCODEC_LATENT_DENOISER",
             description="The project's 0.9M-parameter U-Net (plain torch), trained on TAEF2 latents"
